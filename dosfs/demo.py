@@ -30,7 +30,8 @@ def build_demo(folder: Path) -> Container:
     packed.append(b"")  # the empty object exists too
     packed.append(bytes(range(256)) * 512)  # 128 KiB of binary data, forces a second pack
     container.add_objects_to_pack(packed)
-    story = b"".join(f"line {i}: compressed objects are random-access\n".encode() for i in range(20000))
+    line = "line {}: compressed objects are random-access\n"
+    story = "".join(line.format(i) for i in range(20000)).encode()
     container.add_objects_to_pack([story], compress=True)
     return container
 
