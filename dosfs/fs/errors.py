@@ -1,0 +1,114 @@
+"""The one place where exceptions become errno values, and the boundary every handler sits behind.
+
+pyfuse3 lets only ``FUSEError`` out of a handler: anything else ends ``pyfuse3.main`` and leaves a
+dead mount ("Transport endpoint is not connected"). So every handler is wrapped by ``boundary``
+(``forget``-style notifications by ``never_raises``), and the mapping lives in ``ERRNO_TABLE``,
+most specific class first (a test checks no row is shadowed by an earlier one).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from dosfs.container.errors import (
+    CorruptObject,
+    InconsistentContent,
+    InvalidContainer,
+    InvalidHashKey,
+    LockedError,
+    ModificationNotAllowed,
+    NotExistent,
+    NotInitialised,
+)
+
+log = logging.getLogger("dosfs.fs")
+
+#: (exception class, errno, log level). ``None`` as errno means "the OSError's own errno".
+#: Levels: DEBUG for what users cause every day (misses), WARNING for environment problems,
+#: ERROR for anything that means stored bytes are wrong.
+ERRNO_TABLE: tuple[tuple[type[BaseException], int | None, int], ...] = (
+    (InvalidHashKey, errno.ENOENT, logging.DEBUG),
+    (NotExistent, errno.ENOENT, logging.DEBUG),
+    (LockedError, errno.EBUSY, logging.INFO),
+    (ModificationNotAllowed, errno.EROFS, logging.INFO),
+    (CorruptObject, errno.EIO, logging.ERROR),
+    (InconsistentContent, errno.EIO, logging.ERROR),
+    (InvalidContainer, errno.EIO, logging.ERROR),
+    (NotInitialised, errno.EIO, logging.ERROR),
+    (FileNotFoundError, None, logging.DEBUG),
+    (OSError, None, logging.WARNING),
+)
+
+#: Fallback for anything not in the table: logged with its traceback.
+UNEXPECTED_ERRNO = errno.EIO
+
+
+def errno_for(exc: BaseException) -> tuple[int, int, bool]:
+    """Return ``(errno, log level, is_known)`` for an exception, using ERRNO_TABLE."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc.errno, logging.DEBUG, True
+    for cls, code, level in ERRNO_TABLE:
+        if isinstance(exc, cls):
+            if code is None:
+                code = getattr(exc, "errno", None) or errno.EIO
+            return code, level, True
+    return UNEXPECTED_ERRNO, logging.ERROR, False
+
+
+def to_fuse_error(exc: BaseException, where: str) -> pyfuse3.FUSEError:
+    """Log ``exc`` at the table's level and return the FUSEError to raise in its place."""
+    code, level, known = errno_for(exc)
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    if not known:
+        log.error("unexpected error in %s, answering EIO", where, exc_info=exc)
+    elif isinstance(exc, CorruptObject):
+        log.log(level, "%s: corrupt object %s: %s", where, exc.hashkey, exc.reason)
+    elif log.isEnabledFor(level):
+        log.log(level, "%s: %s -> %s", where, exc, errno.errorcode.get(code, code))
+    return pyfuse3.FUSEError(code)
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def boundary(fn: F) -> F:
+    """Wrap a request handler so that only FUSEError leaves it (trio.Cancelled passes through)."""
+    where = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the error boundary
+            raise to_fuse_error(exc, where) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def never_raises(fn: F) -> F:
+    """Wrap a notification handler (forget, release) whose errors nobody can receive: log only."""
+    where = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - nothing may escape; the error is logged
+            to_fuse_error(exc, where)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fuse_error(code: int) -> pyfuse3.FUSEError:
+    """Shorthand used by the handlers for errors they decide themselves (EROFS, EISDIR, ...)."""
+    return pyfuse3.FUSEError(code)

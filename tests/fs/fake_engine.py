@@ -1,0 +1,175 @@
+"""An in-memory engine with the contract of ``dosfs.Container``, that fails on demand.
+
+Used by the adapter tests to check every errno the mount answers without a kernel or a disk.
+Failures: ``engine.fail[name] = exc`` raises ``exc`` from the call ``name`` (one of
+``get_object_meta``, ``open_object``, ``new_staged_object``, ``iter_hashkeys``, ``pread``,
+``pwrite``, ``fsync``, ``commit``, ``truncate``) every time until removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dosfs.container.errors import InvalidHashKey, NotExistent
+
+HEX = set("0123456789abcdef")
+
+
+class FakeReader:
+    def __init__(self, engine: FakeEngine, hashkey: str) -> None:
+        self.engine = engine
+        self.hashkey = hashkey
+        self.data = engine.objects[hashkey]  # pinned: later removals do not affect it
+        self.meta = engine.get_object_meta(hashkey)
+        self.size = len(self.data)
+        self.compressed = bool(self.meta["pack_compressed"])
+        self.closed = False
+        self.threads: list[int] = []
+
+    def pread(self, offset: int, size: int) -> bytes:
+        self.engine._maybe_fail("pread")
+        assert not self.closed, "pread after close"
+        self.threads.append(threading.get_ident())
+        return self.data[offset : offset + size]
+
+    def close(self) -> None:
+        self.closed = True
+        self.engine.closed_readers += 1
+
+
+class FakeStaged:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.buffer = bytearray()
+        self.state = "open"
+        self.fsyncs = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        self.engine._maybe_fail("pwrite")
+        assert self.state == "open"
+        if offset > len(self.buffer):
+            self.buffer.extend(b"\0" * (offset - len(self.buffer)))
+        self.buffer[offset : offset + len(data)] = data
+        return len(data)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return bytes(self.buffer[offset : offset + size])
+
+    def truncate(self, size: int) -> None:
+        self.engine._maybe_fail("truncate")
+        del self.buffer[size:]
+        if size > len(self.buffer):
+            self.buffer.extend(b"\0" * (size - len(self.buffer)))
+
+    def fsync(self) -> None:
+        self.engine._maybe_fail("fsync")
+        self.fsyncs += 1
+
+    def commit(self) -> str:
+        assert self.state == "open"
+        try:
+            self.engine._maybe_fail("commit")
+        except BaseException:
+            self.state = "discarded"
+            raise
+        hashkey = hashlib.sha256(self.buffer).hexdigest()
+        self.engine.objects[hashkey] = bytes(self.buffer)
+        self.state = "committed"
+        self.engine.commits.append(hashkey)
+        return hashkey
+
+    def discard(self) -> None:
+        self.state = "discarded"
+        self.engine.discards += 1
+
+
+class FakeEngine:
+    hash_length = 64
+
+    def __init__(self, folder: Path | str = "/") -> None:
+        self.folder = Path(folder)
+        self.objects: dict[str, bytes] = {}
+        self.packed: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, BaseException] = {}
+        self.calls: dict[str, int] = {}
+        self.commits: list[str] = []
+        self.discards = 0
+        self.closed_readers = 0
+        self.staged: list[FakeStaged] = []
+        self.readers: list[FakeReader] = []
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        exc = self.fail.get(name)
+        if exc is not None:
+            raise exc
+
+    def add(self, data: bytes, *, packed: bool = False, compressed: bool = False) -> str:
+        hashkey = hashlib.sha256(data).hexdigest()
+        self.objects[hashkey] = data
+        if packed:
+            self.packed[hashkey] = {
+                "pack_id": 3,
+                "pack_offset": 1000,
+                "pack_length": len(data) // 2 if compressed else len(data),
+                "pack_compressed": compressed,
+            }
+        return hashkey
+
+    def is_valid_hashkey(self, name: str) -> bool:
+        self.calls["is_valid_hashkey"] = self.calls.get("is_valid_hashkey", 0) + 1
+        return len(name) == self.hash_length and set(name) <= HEX
+
+    def get_object_meta(self, hashkey: str) -> dict[str, Any]:
+        self._maybe_fail("get_object_meta")
+        if not self.is_valid_hashkey(hashkey):
+            raise InvalidHashKey(hashkey)
+        if hashkey not in self.objects:
+            return {
+                "type": "missing",
+                "size": None,
+                "pack_id": None,
+                "pack_compressed": None,
+                "pack_offset": None,
+                "pack_length": None,
+            }
+        if hashkey in self.packed:
+            return {"type": "packed", "size": len(self.objects[hashkey]), **self.packed[hashkey]}
+        return {
+            "type": "loose",
+            "size": len(self.objects[hashkey]),
+            "pack_id": None,
+            "pack_compressed": False,
+            "pack_offset": None,
+            "pack_length": None,
+        }
+
+    def open_object(self, hashkey: str) -> FakeReader:
+        self._maybe_fail("open_object")
+        if not self.is_valid_hashkey(hashkey):
+            raise InvalidHashKey(hashkey)
+        if hashkey not in self.objects:
+            raise NotExistent(hashkey)
+        reader = FakeReader(self, hashkey)
+        self.readers.append(reader)
+        return reader
+
+    def new_staged_object(self) -> FakeStaged:
+        self._maybe_fail("new_staged_object")
+        staged = FakeStaged(self)
+        self.staged.append(staged)
+        return staged
+
+    def iter_hashkeys(self, after: str | None = None) -> Iterator[str]:
+        self._maybe_fail("iter_hashkeys")
+        for hashkey in sorted(self.objects):
+            if after is None or hashkey > after:
+                yield hashkey
