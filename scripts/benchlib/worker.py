@@ -1,10 +1,11 @@
 """One side of an in-process figure, run in a fresh child process.
 
-Why a child: peak RSS (`ru_maxrss`) then belongs to that side alone, and neither library's imports,
-caches or threads leak into the other's numbers. The parent sends one JSON task on stdin; the child
-prints one JSON result line on stdout: `{"timings": {name: [seconds per run]}, "peak_rss_kib": ..,
-"base_rss_kib": .., "info": {..}}`. Setup work (building containers) happens outside the timed
-regions; a small sample of every result is checked against its hash, also outside them.
+Why a child: peak memory (VmHWM of the child) then belongs to that side alone, and neither library's
+imports, caches or threads leak into the other's numbers. The parent sends one JSON task on stdin;
+the child prints one JSON result line on stdout: `{"timings": {name: [seconds per run]},
+"peak_rss_kib": .., "base_rss_kib": .., "info": {..}}`. Setup work (building containers) happens
+outside the timed regions; a small sample of every result is checked against its hash, also outside
+them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import io
 import json
 import os
 import random
-import resource
 import shutil
 import sqlite3
 import sys
@@ -424,7 +424,8 @@ def main() -> None:
         container_class(task["side"])  # import before measuring the baseline RSS
     base = rss_kib()
     result = TASKS[task["task"]](task)
-    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux carries the forking parent's RSS over into ru_maxrss across exec.
+    result["peak_rss_kib"] = rss_kib("VmHWM")
     result["base_rss_kib"] = base
     out = io.StringIO()
     json.dump(result, out)
