@@ -2,9 +2,48 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from dosfs.container import (
+    CompressMode,
+    Container,
+    CorruptObject,
+    DosfsError,
+    InconsistentContent,
+    InvalidContainer,
+    InvalidHashKey,
+    LockedError,
+    ModificationNotAllowed,
+    NotExistent,
+    NotInitialised,
+    ObjectMeta,
+    ObjectReader,
+    ObjectStream,
+    ObjectType,
+    StagedObject,
+    ValidationReport,
+)
+
 try:
     __version__ = version("dosfs")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = [
+    "CompressMode",
+    "Container",
+    "CorruptObject",
+    "DosfsError",
+    "InconsistentContent",
+    "InvalidContainer",
+    "InvalidHashKey",
+    "LockedError",
+    "ModificationNotAllowed",
+    "NotExistent",
+    "NotInitialised",
+    "ObjectMeta",
+    "ObjectReader",
+    "ObjectStream",
+    "ObjectType",
+    "StagedObject",
+    "ValidationReport",
+    "__version__",
+]

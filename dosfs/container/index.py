@@ -1,0 +1,341 @@
+"""packs.idx: the SQLite index of packed objects (schema in docs/format.md).
+
+Why it looks like this:
+- The schema is created with sqlite-utils (column names, NOT NULL, the unique index
+  `ix_db_object_hashkey` exactly as disk-objectstore expects); everything after that runs on raw
+  `sqlite3` connections, because the hot path (one lookup) must cost a few microseconds.
+- One read connection per thread, in autocommit mode (no implicit BEGIN), so every SELECT is its
+  own short read transaction: a reader never pins an old snapshot and the WAL can checkpoint.
+  Scans are keyset-paginated (`WHERE hashkey > ? ORDER BY hashkey LIMIT n`) for the same reason.
+- Lookups return SQLite's `data_version` of the same snapshot. The pack-file cache uses it to prove
+  that a cached pack descriptor and an index row belong together (see packs.PackFiles).
+- Writers use their own connection (never the thread's read connection), so that our own commits
+  also bump the readers' `data_version`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from dosfs.container.errors import InvalidContainer
+
+#: SQLite's historical default limit of bound parameters is 999; stay below it
+IN_CHUNK = 900
+#: rows per page of a keyset-paginated scan
+PAGE = 2000
+BUSY_TIMEOUT_MS = 60_000
+
+_ROW_COLS = "compressed, size, offset, length, pack_id"
+SQL_LOOKUP = (
+    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) "
+    "FROM db_object WHERE hashkey = ?"
+)
+SQL_DATA_VERSION = "PRAGMA data_version"
+SQL_INSERT = (
+    "INSERT OR IGNORE INTO db_object (hashkey, compressed, size, offset, length, pack_id) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+#: (compressed, size, offset, length, pack_id)
+Row = tuple[int, int, int, int, int]
+
+
+def create_schema(path: str) -> None:
+    """Create packs.idx (if missing) with the disk-objectstore schema, in WAL mode."""
+    db = sqlite_utils.Database(path)
+    try:
+        db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if "db_object" not in db.table_names():
+            table = db.table("db_object")
+            table.create(
+                {
+                    "id": int,
+                    "hashkey": str,
+                    "compressed": bool,
+                    "size": int,
+                    "offset": int,
+                    "length": int,
+                    "pack_id": int,
+                },
+                pk="id",
+                not_null={"hashkey", "compressed", "size", "offset", "length", "pack_id"},
+                if_not_exists=True,
+            )
+            table.create_index(
+                ["hashkey"], index_name="ix_db_object_hashkey", unique=True, if_not_exists=True
+            )
+        db.enable_wal()
+    finally:
+        db.close()
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=512
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+class _ThreadState(threading.local):
+    gen: int = -1
+    conn: sqlite3.Connection | None = None
+
+
+_ALL_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # SQLite connections must never cross a fork: make every thread open new ones.
+    for index in list(_ALL_INDEXES):
+        index._gen += 1
+        index._conns = []
+        index._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class Index:
+    """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = _ThreadState()
+        self._gen = 0
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._checked = False
+        _ALL_INDEXES.add(self)
+
+    # -- connections -------------------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self._checked:
+            return
+        if not os.path.exists(self.path):
+            create_schema(self.path)
+        else:
+            conn = _connect(self.path)
+            try:
+                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if "db_object" not in names:
+                    create_schema(self.path)
+                elif conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = wal")
+            except sqlite3.DatabaseError as exc:
+                raise InvalidContainer(f"{self.path}: not a usable SQLite index: {exc}") from exc
+            finally:
+                conn.close()
+        self._checked = True
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit; statements cached by sqlite3)."""
+        local = self._local
+        if local.gen == self._gen and local.conn is not None:
+            return local.conn
+        self._ensure()
+        conn = _connect(self.path)
+        with self._lock:
+            self._conns.append(conn)
+        local.conn = conn
+        local.gen = self._gen
+        return conn
+
+    def write_conn(self) -> sqlite3.Connection:
+        """A new connection for one write operation; the caller closes it."""
+        self._ensure()
+        return _connect(self.path)
+
+    def close(self) -> None:
+        """Close every connection this object opened (all threads)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+            self._gen += 1
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    # -- single lookups ----------------------------------------------------------------------
+    def lookup(self, hashkey: str) -> tuple[int, int, int, int, int, int] | None:
+        """(compressed, size, offset, length, pack_id, data_version) or None."""
+        return self.conn().execute(SQL_LOOKUP, (hashkey,)).fetchone()  # type: ignore[no-any-return]
+
+    def data_version(self) -> int:
+        return int(self.conn().execute(SQL_DATA_VERSION).fetchone()[0])
+
+    # -- bulk lookups ------------------------------------------------------------------------
+    def lookup_many(self, hashkeys: Sequence[str]) -> tuple[dict[str, Row], int]:
+        """Rows of the given (valid, distinct) keys from ONE short read transaction + its
+        data_version, so every row and the version belong to the same snapshot."""
+        conn = self.conn()
+        found: dict[str, Row] = {}
+        conn.execute("BEGIN")
+        try:
+            for start in range(0, len(hashkeys), IN_CHUNK):
+                chunk = hashkeys[start : start + IN_CHUNK]
+                sql = (
+                    f"SELECT hashkey, {_ROW_COLS} FROM db_object WHERE hashkey IN "
+                    f"({','.join('?' * len(chunk))})"
+                )
+                for h, *rest in conn.execute(sql, chunk):
+                    found[h] = tuple(rest)  # type: ignore[assignment]
+            version = int(conn.execute(SQL_DATA_VERSION).fetchone()[0])
+        finally:
+            conn.execute("COMMIT")
+        return found, version
+
+    def existing(self, hashkeys: Iterable[str], conn: sqlite3.Connection | None = None) -> set[str]:
+        """The subset of keys present in the index (chunked IN queries)."""
+        conn = conn or self.conn()
+        keys = list(hashkeys)
+        present: set[str] = set()
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start : start + IN_CHUNK]
+            sql = f"SELECT hashkey FROM db_object WHERE hashkey IN ({','.join('?' * len(chunk))})"
+            present.update(r[0] for r in conn.execute(sql, chunk))
+        return present
+
+    # -- scans (keyset-paginated: short read transactions, flat memory) ------------------------
+    def iter_hashkeys(
+        self, after: str | None = None, below: str | None = None, page: int = PAGE
+    ) -> Iterator[str]:
+        """Packed keys in ascending order with after < key < below."""
+        cursor = after if after is not None else ""
+        while True:
+            conn = self.conn()
+            if below is None:
+                rows = conn.execute(
+                    "SELECT hashkey FROM db_object WHERE hashkey > ? ORDER BY hashkey LIMIT ?",
+                    (cursor, page),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT hashkey FROM db_object WHERE hashkey > ? AND hashkey < ? "
+                    "ORDER BY hashkey LIMIT ?",
+                    (cursor, below, page),
+                ).fetchall()
+            for (h,) in rows:
+                yield h
+            if len(rows) < page:
+                return
+            cursor = rows[-1][0]
+
+    def iter_pack_rows(self, pack_id: int, page: int = PAGE) -> Iterator[tuple[Any, ...]]:
+        """(id, hashkey, compressed, size, offset, length) of one pack in offset order.
+
+        There is no index on (pack_id, offset), so the rows are first copied (one statement,
+        sorted by SQLite's external sorter) into a TEMP table of this connection; the main
+        database is then no longer read, so no long read transaction pins the WAL."""
+        conn = self._scan_conn()
+        try:
+            conn.execute("DROP TABLE IF EXISTS temp.scan")
+            conn.execute(
+                "CREATE TEMP TABLE scan AS SELECT id, hashkey, compressed, size, offset, length "
+                "FROM main.db_object WHERE pack_id = ? ORDER BY offset, id",
+                (pack_id,),
+            )
+            last = 0
+            while True:
+                rows = conn.execute(
+                    "SELECT rowid, id, hashkey, compressed, size, offset, length FROM temp.scan "
+                    "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (last, page),
+                ).fetchall()
+                for row in rows:
+                    yield tuple(row[1:])
+                if len(rows) < page:
+                    return
+                last = rows[-1][0]
+        finally:
+            try:
+                conn.execute("DROP TABLE IF EXISTS temp.scan")
+            finally:
+                conn.close()
+
+    def _scan_conn(self) -> sqlite3.Connection:
+        self._ensure()
+        conn = _connect(self.path)
+        conn.execute("PRAGMA temp_store = FILE")
+        return conn
+
+    # -- aggregates --------------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.conn().execute("SELECT count(*) FROM db_object").fetchone()[0])
+
+    def sizes(self) -> tuple[int, int]:
+        """(sum of uncompressed sizes, sum of on-disk lengths) of packed objects."""
+        row = (
+            self.conn()
+            .execute("SELECT coalesce(sum(size), 0), coalesce(sum(length), 0) FROM db_object")
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
+
+    def pack_ids(self) -> list[int]:
+        """Distinct pack ids referenced by the index (a few, so one query is fine)."""
+        return [
+            int(r[0])
+            for r in self.conn().execute("SELECT DISTINCT pack_id FROM db_object ORDER BY pack_id")
+        ]
+
+    def pack_stats(self) -> dict[int, tuple[int, int, int]]:
+        """pack_id -> (object count, sum of lengths, max(offset + length))."""
+        return {
+            int(p): (int(n), int(total), int(end))
+            for p, n, total, end in self.conn().execute(
+                "SELECT pack_id, count(*), coalesce(sum(length), 0), "
+                "coalesce(max(offset + length), 0) FROM db_object GROUP BY pack_id"
+            )
+        }
+
+    # -- writes ------------------------------------------------------------------------------
+    def insert_rows(
+        self, rows: Sequence[tuple[str, int, int, int, int, int]], conn: sqlite3.Connection
+    ) -> None:
+        """Insert (hashkey, compressed, size, offset, length, pack_id) rows in one transaction;
+        keys already present are ignored (the unique index decides)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(SQL_INSERT, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def delete_hashkeys(self, hashkeys: Sequence[str], conn: sqlite3.Connection) -> set[str]:
+        """Remove rows for these keys in one transaction; returns the keys that had rows."""
+        deleted: set[str] = set()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(hashkeys), IN_CHUNK):
+                chunk = list(hashkeys[start : start + IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                deleted.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT hashkey FROM db_object WHERE hashkey IN ({marks})", chunk
+                    )
+                )
+                conn.execute(f"DELETE FROM db_object WHERE hashkey IN ({marks})", chunk)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return deleted
+
+    def vacuum(self) -> None:
+        conn = self.write_conn()
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()

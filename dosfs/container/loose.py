@@ -1,0 +1,285 @@
+"""Loose objects: staged writes in sandbox/ and atomic publication into loose/.
+
+A write goes to a fresh file in sandbox/ (O_EXCL, random name) and is hashed as it streams in;
+commit = fsync the file, rename it to `loose/<prefix>/<rest>` (atomic; a file already there has
+the same content, so a duplicate costs nothing) and fsync the folder that received the entry.
+Any failure removes the staging file, so nothing partial is ever visible under loose/.
+
+Every staging file is flock()ed by its writer while open, so `clean_storage` can tell an
+abandoned file (writer crashed: lock gone) from one being written right now.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from dosfs.container.config import Layout, fsync_dir, new_hasher
+
+CHUNK = 1024 * 1024
+
+
+class StagedObject:
+    """A writable staging file; `commit()` turns it into a loose object and returns its key."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+        self.path = os.path.join(layout.sandbox, f"{uuid.uuid4().hex}.dosfs-staged")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # only a hint for clean_storage
+        self._hasher = new_hasher(layout.config.hash_type)
+        self._hashed = 0  # bytes [0, _hashed) are in the hasher
+        self._sequential = True
+        self._size = 0
+        self._lock = threading.Lock()
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def _check(self) -> int:
+        if self._done:
+            raise ValueError("staged object is already committed or discarded")
+        return self._fd
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> int:
+        """Write at `offset`; hashes on the fly while writes stay sequential."""
+        if offset < 0:
+            raise ValueError("negative offset")
+        with self._lock:
+            fd = self._check()
+            view = memoryview(data)
+            total = len(view)
+            written = 0
+            while written < total:
+                n = os.pwrite(fd, view[written:], offset + written)
+                if n == 0:  # pragma: no cover - regular files do not do this
+                    raise OSError(errno.EIO, "pwrite wrote nothing")
+                written += n
+            if self._sequential:
+                if offset == self._hashed:
+                    self._hasher.update(view)
+                    self._hashed += total
+                elif total:
+                    self._sequential = False
+            self._size = max(self._size, offset + total)
+            return total
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append (sequential convenience for streams)."""
+        return self.pwrite(data, self._size)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            return os.pread(self._check(), size, offset)
+
+    def truncate(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("negative size")
+        with self._lock:
+            fd = self._check()
+            os.ftruncate(fd, size)
+            if size < self._hashed or (size > self._hashed and size > self._size):
+                # cut into hashed bytes, or a zero-filled extension: hash again at commit
+                self._sequential = False
+            self._size = size
+
+    def fsync(self) -> None:
+        with self._lock:
+            os.fsync(self._check())
+
+    def _digest(self) -> str:
+        if self._sequential and self._hashed == self._size:
+            return str(self._hasher.hexdigest())
+        hasher = new_hasher(self._layout.config.hash_type)
+        offset = 0
+        while offset < self._size:
+            chunk = os.pread(self._fd, min(CHUNK, self._size - offset), offset)
+            if not chunk:
+                raise OSError(errno.EIO, f"staging file {self.path} shrank while committing")
+            hasher.update(chunk)
+            offset += len(chunk)
+        return str(hasher.hexdigest())
+
+    def commit(self) -> str:
+        """fsync, hash, rename into loose/, fsync the folder; closes this staged object."""
+        with self._lock:
+            self._check()
+            try:
+                os.fsync(self._fd)
+                hashkey = self._digest()
+                publish(self._layout, self.path, hashkey)
+            except BaseException:
+                self._finish(remove=True)
+                raise
+            self._finish(remove=False)
+            return hashkey
+
+    def discard(self) -> None:
+        """Drop the staged bytes (idempotent)."""
+        with self._lock:
+            if not self._done:
+                self._finish(remove=True)
+
+    def _finish(self, remove: bool) -> None:
+        self._done = True
+        try:
+            os.close(self._fd)
+        finally:
+            if remove:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self) -> StagedObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            try:
+                self._finish(remove=True)
+            except OSError:
+                pass
+
+
+def publish(layout: Layout, staged_path: str, hashkey: str) -> None:
+    """Move a complete, fsynced staging file to its loose place, durably."""
+    target = layout.loose_path(hashkey)
+    if os.path.exists(target):
+        os.unlink(staged_path)  # same content already there
+        return
+    shard = layout.loose_shard(hashkey)
+    if layout.prefix_len:
+        try:
+            os.mkdir(shard)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(layout.loose)
+    os.rename(staged_path, target)
+    fsync_dir(shard)
+
+
+def write_stream(layout: Layout, stream: Any) -> str:
+    """Stream `stream` (anything with read(n)) into a new loose object; returns its key."""
+    staged = StagedObject(layout)
+    try:
+        readinto = getattr(stream, "readinto", None)
+        if readinto is not None:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                n = readinto(view)
+                if not n:
+                    break
+                staged.write(view[:n])
+        else:
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                staged.write(chunk)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged.commit()
+
+
+def write_bytes(layout: Layout, content: bytes) -> str:
+    """A loose object from bytes in memory (one write, one fsync, one rename)."""
+    staged = StagedObject(layout)
+    try:
+        staged.write(content)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged.commit()
+
+
+def list_shards(layout: Layout) -> list[str]:
+    """Sorted shard folder names under loose/ ([''] when loose objects are not sharded)."""
+    if not layout.prefix_len:
+        return [""]
+    try:
+        names = os.listdir(layout.loose)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if layout.is_valid_prefix(n))
+
+
+def list_shard(layout: Layout, shard: str) -> list[str]:
+    """Sorted hash keys of one shard (memory: that shard only)."""
+    folder = os.path.join(layout.loose, shard) if shard else layout.loose
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(shard + n for n in names if layout.is_valid_rest(n))
+
+
+def iter_loose(layout: Layout) -> Iterator[str]:
+    """Every loose hash key in ascending order, one shard in memory at a time."""
+    for shard in list_shards(layout):
+        yield from list_shard(layout, shard)
+
+
+def invalid_loose_names(layout: Layout) -> Iterator[str]:
+    """Entries under loose/ that are not valid objects (for validate)."""
+    if not layout.prefix_len:
+        for name in os.listdir(layout.loose):
+            if not layout.is_valid_rest(name):
+                yield name
+        return
+    for shard in os.listdir(layout.loose):
+        path = os.path.join(layout.loose, shard)
+        if not layout.is_valid_prefix(shard) or not os.path.isdir(path):
+            yield shard
+            continue
+        for name in os.listdir(path):
+            if not layout.is_valid_rest(name):
+                yield f"{shard}/{name}"
+
+
+def sandbox_entries(layout: Layout) -> list[str]:
+    try:
+        return sorted(os.listdir(layout.sandbox))
+    except FileNotFoundError:
+        return []
+
+
+def is_abandoned(path: str, max_age: float, now: float) -> bool:
+    """A sandbox file nobody writes: not flock()ed by a dosfs writer and older than max_age."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if now - st.st_mtime < max_age:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

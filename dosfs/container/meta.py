@@ -1,0 +1,155 @@
+"""Result types: dataclasses that also answer `x['key']` and `x.get('key')`, as disk-objectstore's
+do, so code written for disk-objectstore keeps working."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ObjectType(StrEnum):
+    """`meta.type`; a str, so `meta.type == 'packed'` holds."""
+
+    LOOSE = "loose"
+    PACKED = "packed"
+    MISSING = "missing"
+
+
+class CompressMode(StrEnum):
+    """What to do about compression when writing packs (disk-objectstore's names)."""
+
+    NO = "no"
+    YES = "yes"
+    KEEP = "keep"
+    AUTO = "auto"
+
+    @classmethod
+    def coerce(cls, value: object) -> CompressMode:
+        """Accept bool, our enum, a string, or disk-objectstore's CompressMode."""
+        if isinstance(value, bool):
+            return cls.YES if value else cls.NO
+        if isinstance(value, cls):
+            return value
+        raw = getattr(value, "value", value)
+        try:
+            return cls(str(raw).lower())
+        except ValueError:
+            raise ValueError(f"unknown compress mode {value!r} (no, yes, keep, auto)") from None
+
+
+class _DictLike:
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.keys():
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.keys()}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta(_DictLike):
+    """Where and how an object is stored."""
+
+    type: ObjectType
+    size: int | None
+    pack_id: int | None = None
+    pack_compressed: bool | None = None
+    pack_offset: int | None = None
+    pack_length: int | None = None
+
+
+MISSING_META = ObjectMeta(ObjectType.MISSING, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectCount(_DictLike):
+    packed: int
+    loose: int
+    pack_files: int
+
+
+@dataclass(frozen=True, slots=True)
+class TotalSize(_DictLike):
+    total_size_packed: int
+    total_size_packed_on_disk: int
+    total_size_packfiles_on_disk: int
+    total_size_packindexes_on_disk: int
+    total_size_loose: int
+
+
+@dataclass
+class ValidationReport(_DictLike):
+    """What `validate()` found. The first four lists carry disk-objectstore's names; the rest is
+    what disk-objectstore does not check. `is_valid()` is False when any *error* list is non-empty;
+    warnings (leftovers a crash or a running writer can leave, harmless to data) do not count."""
+
+    invalid_hashes_loose: list[str] = field(default_factory=list)
+    invalid_hashes_packed: list[str] = field(default_factory=list)
+    invalid_sizes_packed: list[str] = field(default_factory=list)
+    overlapping_packed: list[str] = field(default_factory=list)
+    #: hash keys whose bytes could not be read back at all (zlib error, short read)
+    unreadable_packed: list[str] = field(default_factory=list)
+    #: pack ids referenced by the index whose pack file does not exist
+    missing_pack_files: list[int] = field(default_factory=list)
+    #: hash keys whose row points past the end of its pack file
+    rows_past_end_of_pack: list[str] = field(default_factory=list)
+    #: loose files whose name is not a valid hash key (e.g. wrong length)
+    invalid_loose_names: list[str] = field(default_factory=list)
+    # -- warnings ---------------------------------------------------------------------------
+    #: files in sandbox/ (in-progress writes, or leftovers of crashed writers)
+    sandbox_leftovers: list[str] = field(default_factory=list)
+    #: `packs/N.lock` files present (a writer is running, or one crashed)
+    pack_lock_files: list[str] = field(default_factory=list)
+    #: pack files that no index row references (e.g. an interrupted repack's `-1`)
+    unreferenced_pack_files: list[str] = field(default_factory=list)
+    #: files in duplicates/ (clean_storage resolves them)
+    duplicates: list[str] = field(default_factory=list)
+    #: objects checked
+    checked_loose: int = 0
+    checked_packed: int = 0
+
+    ERRORS = (
+        "invalid_hashes_loose",
+        "invalid_hashes_packed",
+        "invalid_sizes_packed",
+        "overlapping_packed",
+        "unreadable_packed",
+        "missing_pack_files",
+        "rows_past_end_of_pack",
+        "invalid_loose_names",
+    )
+    WARNINGS = ("sandbox_leftovers", "pack_lock_files", "unreferenced_pack_files", "duplicates")
+
+    def is_valid(self) -> bool:
+        return not any(getattr(self, name) for name in self.ERRORS)
+
+    def has_warnings(self) -> bool:
+        return any(getattr(self, name) for name in self.WARNINGS)
+
+    def summary(self) -> str:
+        """One line per finding, or the all-clear."""
+        lines = []
+        for name in self.ERRORS + self.WARNINGS:
+            items = getattr(self, name)
+            if items:
+                kind = "ERROR" if name in self.ERRORS else "warning"
+                shown = ", ".join(str(i) for i in items[:5]) + (" ..." if len(items) > 5 else "")
+                lines.append(f"{kind}: {name}: {len(items)} ({shown})")
+        head = f"checked {self.checked_loose} loose and {self.checked_packed} packed objects: " + (
+            "OK" if self.is_valid() else "PROBLEMS FOUND"
+        )
+        return "\n".join([head, *lines])

@@ -1,0 +1,271 @@
+"""Writing packs: direct pack writes (add_objects_to_pack & co) and pack_all_loose.
+
+All of them hold the container lock (one packer / maintenance operation at a time) and append
+through a `PackSession`: buffered appends to the current pack, rollover to a new pack once the
+current one has reached pack_size_target, and commits in batches — each commit is *fsync the pack
+bytes, then one executemany of the rows in one transaction*. So the index never points at bytes
+that are not durable; a crash leaves at most unreferenced bytes at a pack's end (a harmless
+hole that repack removes; see docs/format.md).
+
+No holes from duplicates: keys already in the index are not written; a streamed object whose key
+turns out to be known is cut off again before anything references it.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dosfs.container import loose as _loose
+from dosfs.container.config import new_hasher
+from dosfs.container.errors import InconsistentContent
+from dosfs.container.meta import CompressMode
+from dosfs.container.packs import PackAppender
+
+if TYPE_CHECKING:
+    from dosfs.container.container import Container
+
+CHUNK = 1024 * 1024
+SAMPLE = 64 * 1024
+#: compress (mode auto) when a level-1 sample shrinks below this ratio
+AUTO_RATIO = 0.9
+#: commit (fsync + index rows) at least this often
+BATCH_ROWS = 50_000
+BATCH_BYTES = 1024 * 1024 * 1024
+#: loose keys handled per round of pack_all_loose (memory bound)
+LOOSE_ROUND = 20_000
+
+
+def worth_compressing(sample: bytes | memoryview) -> bool:
+    """Cheap guess for mode 'auto': does zlib level 1 save at least 10% on a sample?"""
+    if not len(sample):
+        return False
+    return len(zlib.compress(sample, 1)) < AUTO_RATIO * len(sample)
+
+
+class PackSession:
+    """Appends objects to packs with rollover and batched durable commits."""
+
+    def __init__(self, container: Container, on_commit: Callable[[list[str]], None] | None = None):
+        self.container = container
+        self.layout = container.layout
+        self.index = container.index
+        self.level = self.layout.config.compression_level
+        self.target = self.layout.config.pack_size_target
+        self.conn = self.index.write_conn()
+        self.app: PackAppender | None = None
+        self.rows: list[tuple[str, int, int, int, int, int]] = []
+        self.pending: set[str] = set()
+        self.uncommitted_bytes = 0
+        self.on_commit = on_commit
+
+    # -- pack management -----------------------------------------------------------------------
+    def appender(self) -> PackAppender:
+        app = self.app
+        if app is not None and app.tell() >= self.target:
+            self.finish_pack()
+            app = None
+        if app is None:
+            app = PackAppender(self.layout, self.container.chooser.choose())
+            self.app = app
+        return app
+
+    def commit(self) -> None:
+        """Make appended bytes durable, then publish their rows (one transaction)."""
+        app = self.app
+        if app is None or not self.rows:
+            return
+        app.sync()
+        self.index.insert_rows(self.rows, self.conn)
+        app.mark_committed()
+        keys = [r[0] for r in self.rows]
+        self.rows = []
+        self.pending.clear()
+        self.uncommitted_bytes = 0
+        if self.on_commit is not None:
+            self.on_commit(keys)
+
+    def finish_pack(self) -> None:
+        self.commit()
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                self.finish_pack()
+            elif self.app is not None:
+                self.app.abort()
+                self.app = None
+        finally:
+            self.conn.close()
+
+    def __enter__(self) -> PackSession:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.close(ok=exc_type is None)
+
+    def _added(self, hashkey: str, compressed: bool, size: int, offset: int, length: int) -> None:
+        assert self.app is not None
+        self.rows.append((hashkey, int(compressed), size, offset, length, self.app.pack_id))
+        self.pending.add(hashkey)
+        self.uncommitted_bytes += length
+        if len(self.rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
+            self.commit()
+
+    # -- writing one object --------------------------------------------------------------------
+    def write_bytes(self, hashkey: str, content: bytes, compress: bool) -> None:
+        app = self.appender()
+        offset = app.tell()
+        data = zlib.compress(content, self.level) if compress else content
+        app.write(data)
+        self._added(hashkey, compress, len(content), offset, len(data))
+
+    def write_stream(
+        self,
+        read: Callable[[int], bytes],
+        mode: CompressMode,
+        name: str | None = None,
+        verify: bool = True,
+    ) -> str:
+        """Stream an object into the pack, hashing (and maybe compressing) on the fly.
+        `name`: the key the object is known by (a loose file); with verify, a content whose
+        hash differs raises InconsistentContent; without, the name is trusted."""
+        first = read(SAMPLE)
+        if mode is CompressMode.AUTO:
+            compress = worth_compressing(first)
+        else:
+            compress = mode is CompressMode.YES
+        app = self.appender()
+        offset = app.tell()
+        hasher = new_hasher(self.layout.config.hash_type) if verify or name is None else None
+        cobj = zlib.compressobj(self.level) if compress else None
+        size = 0
+        chunk = first
+        while chunk:
+            if hasher is not None:
+                hasher.update(chunk)
+            size += len(chunk)
+            app.write(cobj.compress(chunk) if cobj is not None else chunk)
+            chunk = read(CHUNK)
+        if cobj is not None:
+            app.write(cobj.flush())
+        hashkey = str(hasher.hexdigest()) if hasher is not None else str(name)
+        if name is not None and hashkey != name:
+            app.truncate_to(offset)
+            raise InconsistentContent(
+                f"loose object {name} has content with hash {hashkey}; not packed (run validate)"
+            )
+        if hashkey in self.pending or self.index.lookup(hashkey) is not None:
+            app.truncate_to(offset)  # already stored: leave no hole
+            return hashkey
+        self._added(hashkey, compress, size, offset, app.tell() - offset)
+        return hashkey
+
+
+def add_bytes_to_packs(
+    container: Container, contents: Sequence[bytes], mode: CompressMode
+) -> list[str]:
+    """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit."""
+    hash_type = container.layout.config.hash_type
+    keys = []
+    for content in contents:
+        hasher = new_hasher(hash_type)
+        hasher.update(content)
+        keys.append(str(hasher.hexdigest()))
+    if not keys:
+        return keys
+    known = container.index.existing(set(keys))
+    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+        for hashkey, content in zip(keys, contents, strict=True):
+            if hashkey in known:
+                continue
+            known.add(hashkey)
+            if mode is CompressMode.AUTO:
+                compress = worth_compressing(memoryview(content)[:SAMPLE])
+            else:
+                compress = mode is CompressMode.YES
+            session.write_bytes(hashkey, content, compress)
+    return keys
+
+
+def add_streams_to_packs(
+    container: Container, streams: Sequence[Any], mode: CompressMode, open_streams: bool
+) -> list[str]:
+    """Streams straight into packs; each is read in 1 MiB chunks (memory flat)."""
+    keys: list[str] = []
+    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+        for item in streams:
+            if open_streams:
+                with item as stream:
+                    keys.append(session.write_stream(stream.read, mode))
+            else:
+                keys.append(session.write_stream(item.read, mode))
+    return keys
+
+
+def _remove_loose(container: Container, keys: Iterable[str]) -> None:
+    layout = container.layout
+    for hashkey in keys:
+        try:
+            os.unlink(layout.loose_path(hashkey))
+        except FileNotFoundError:
+            pass
+
+
+def pack_all_loose(
+    container: Container,
+    mode: CompressMode,
+    validate_objects: bool = True,
+    callback: Callable[[str, Any], None] | None = None,
+    clean_loose: bool = False,
+) -> None:
+    """Pack every loose object not yet packed, in rounds (memory flat for millions).
+    Loose files are removed (with clean_loose) only after their rows are committed."""
+    layout = container.layout
+    if mode is CompressMode.KEEP:
+        mode = CompressMode.NO  # loose objects are never compressed
+    on_commit = (lambda keys: _remove_loose(container, keys)) if clean_loose else None
+    with container.lock.hold("pack loose objects"):
+        if callback:
+            total = sum(len(_loose.list_shard(layout, s)) for s in _loose.list_shards(layout))
+            callback("init", {"total": total, "description": "Packing loose objects"})
+        with PackSession(container, on_commit=on_commit) as session:
+            round_keys: list[str] = []
+
+            def run_round() -> None:
+                known = container.index.existing(round_keys, session.conn)
+                if clean_loose and known:
+                    _remove_loose(container, known)
+                for hashkey in round_keys:
+                    if hashkey in known:
+                        continue
+                    try:
+                        fd = os.open(layout.loose_path(hashkey), os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile (e.g. by another container's delete)
+                    try:
+                        session.write_stream(
+                            lambda n, fd=fd: os.read(fd, n),  # type: ignore[misc]
+                            mode,
+                            name=hashkey,
+                            verify=validate_objects,
+                        )
+                    finally:
+                        os.close(fd)
+                if callback:
+                    callback("update", len(round_keys))
+                round_keys.clear()
+
+            for shard in _loose.list_shards(layout):
+                round_keys.extend(_loose.list_shard(layout, shard))
+                if len(round_keys) >= LOOSE_ROUND:
+                    run_round()
+            if round_keys:
+                run_round()
+        if callback:
+            callback("close", None)
