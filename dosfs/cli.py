@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -44,6 +45,69 @@ def main(ctx: click.Context, debug: bool) -> None:
     """dosfs: a disk-objectstore compatible object store, and a FUSE mount of it."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+# --- mount / umount (owner: mount lifecycle; logic lives in dosfs/mount.py) -----------------
+
+
+@main.command()
+@click.argument("container", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "options",
+    multiple=True,
+    metavar="OPTS",
+    help="Comma-separated mount "
+    "options: ro, allow_other, nolisting, max_names=N, readahead_kb=N, workers=N, "
+    "fsname=NAME.",
+)
+@click.option("-f", "--foreground", is_flag=True, help="Stay attached (systemd, debugging).")
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the background daemon logs (default: nowhere).",
+)
+@click.option("--ready-fd", type=int, hidden=True)
+@click.pass_context
+def mount(
+    ctx: click.Context,
+    container: Path,
+    mountpoint: Path,
+    options: tuple[str, ...],
+    foreground: bool,
+    log_file: Path | None,
+    ready_fd: int | None,
+) -> None:
+    """Mount CONTAINER at MOUNTPOINT; returns once the mount is ready."""
+    from dosfs import mount as lifecycle
+
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    try:
+        opts = lifecycle.parse_options(options)
+        lifecycle.mount(
+            container,
+            mountpoint,
+            opts,
+            foreground=foreground,
+            debug=debug,
+            log_file=log_file,
+            ready_fd=ready_fd,
+        )
+    except lifecycle.MountError:
+        if ready_fd is not None:  # the daemon of a background mount: the waiting parent prints it
+            sys.exit(1)
+        raise
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("-z", "--lazy", is_flag=True, help="Detach now even if files are open.")
+def umount(mountpoint: Path, lazy: bool) -> None:
+    """Unmount a dosfs mount and wait for its daemon to finish."""
+    from dosfs import mount as lifecycle
+
+    lifecycle.umount(mountpoint, lazy=lazy)
 
 
 if __name__ == "__main__":  # pragma: no cover
