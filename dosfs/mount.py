@@ -418,7 +418,6 @@ def _serve(
             message += "; allow_other needs user_allow_other in /etc/fuse.conf for non-root users"
         reporter.error(message)
         raise MountError(message) from None
-    log.info("mounted %s at %s (%s)", engine.folder, mp, opts.to_args())
     unmounted = False
     try:
         trio.run(_main, ops, mp, opts, reporter, early)
@@ -476,6 +475,7 @@ async def _when_ready(mountpoint: Path, opts: MountOptions, reporter: _Reporter)
     if opts.readahead_kb:
         await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
     reporter.ready()
+    log.info("mounted at %s (%s)", mountpoint, opts.to_args())
 
 
 def bdi_path(mountpoint: Path) -> Path:

@@ -86,7 +86,8 @@ def cursor_id(hashkey: str) -> int:
 
 
 def _meta_type(meta: Any) -> str:
-    return str(meta_get(meta, "type", "missing"))
+    kind = meta_get(meta, "type", "missing")
+    return str(getattr(kind, "value", kind))
 
 
 class Operations(pyfuse3.Operations):
@@ -284,7 +285,7 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         node = self.table.get(inode)
-        if self.read_only or not isinstance(node, TreeNode) or node is self.incoming:
+        if self.read_only or not isinstance(node, TreeNode):
             raise fuse_error(errno.EROFS)
         if fields.update_size:
             if isinstance(node, DirNode):
@@ -602,6 +603,9 @@ class Operations(pyfuse3.Operations):
             if node.parent is not None:
                 link = LinkNode(node.uid, node.gid, hashkey=hashkey)
                 link.mtime_ns, link.atime_ns = node.mtime_ns, node.atime_ns
+                # Linux ignores a symlink's permission bits; showing the file's own lets tools
+                # that compare modes after close (rsync) see nothing left to change.
+                link.mode = stat.S_IFLNK | stat.S_IMODE(node.mode)
                 self.table.register(link)
                 self.tree.replace(node, link)
             log.debug("committed %s as %s", self.path_of(node), hashkey)
