@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m dosfs.demo DIR", file=sys.stderr)
         return 2
     with build_demo(Path(args[0])) as container:
-        print(f"demo container: {container.folder} ({container.count_objects()} objects)")
+        counts = container.count_objects()
+        print(f"demo container: {container.folder} ({counts.loose} loose, {counts.packed} packed)")
     return 0
 
 
