@@ -32,7 +32,12 @@ from dosfs.container.errors import (
 from dosfs.container.index import IN_CHUNK
 from dosfs.container.meta import CompressMode, ValidationReport
 from dosfs.container.packing import CHUNK, worth_compressing
-from dosfs.container.packs import PackAppender, list_pack_ids, remove_stale_pack_locks
+from dosfs.container.packs import (
+    TMP_LOCK_PREFIX,
+    PackAppender,
+    list_pack_ids,
+    remove_stale_pack_locks,
+)
 from dosfs.container.streams import CompressedReader, RawReader
 
 if TYPE_CHECKING:
@@ -370,7 +375,9 @@ def validate(container: Container, callback: Callback | None = None) -> Validati
         _validate_pack(container, pack_id, report, callback)
     report.unreferenced_pack_files = [str(p) for p in sorted(on_disk - set(referenced))]
     report.sandbox_leftovers = _loose.sandbox_entries(layout)
-    report.pack_lock_files = sorted(n for n in os.listdir(layout.packs) if n.endswith(".lock"))
+    report.pack_lock_files = sorted(
+        n for n in os.listdir(layout.packs) if n.endswith(".lock") or n.startswith(TMP_LOCK_PREFIX)
+    )
     report.duplicates = sorted(n for n in os.listdir(layout.duplicates) if not n.startswith("."))
     return report
 

@@ -23,11 +23,14 @@ import errno
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 
 from dosfs.container.config import REPACK_PACK_ID, Layout, fsync_dir, is_valid_pack_name
 from dosfs.container.errors import LockedError
 
+#: private files that become pack locks by link(); a crash can leave one behind
+TMP_LOCK_PREFIX = ".dosfs-lock."
 #: appends are buffered into writes of this size
 WRITE_BUFFER = 8 * 1024 * 1024
 
@@ -140,15 +143,19 @@ def _stale_dosfs_lock(path: str) -> bool:
         pid = int(parts.get("pid", ""))
     except ValueError:
         return False
+    return not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
-        return False
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_pack_locks(layout: Layout) -> list[str]:
@@ -159,14 +166,25 @@ def remove_stale_pack_locks(layout: Layout) -> list[str]:
     except FileNotFoundError:
         return removed
     for name in names:
-        if name.endswith(".lock"):
-            path = os.path.join(layout.packs, name)
-            if _stale_dosfs_lock(path):
+        path = os.path.join(layout.packs, name)
+        if name.startswith(TMP_LOCK_PREFIX):
+            host_pid = name[len(TMP_LOCK_PREFIX) :].rsplit(".", 2)
+            if (
+                len(host_pid) == 3
+                and host_pid[0] == socket.gethostname()
+                and host_pid[1].isdigit()
+                and not _pid_alive(int(host_pid[1]))
+            ):
                 try:
                     os.unlink(path)
-                    removed.append(name)
                 except FileNotFoundError:
                     pass
+        elif name.endswith(".lock") and _stale_dosfs_lock(path):
+            try:
+                os.unlink(path)
+                removed.append(name)
+            except FileNotFoundError:
+                pass
     return removed
 
 
@@ -191,26 +209,34 @@ class PackAppender:
         self._closed = False
 
     def _take_lock(self) -> None:
-        for _attempt in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
-            except FileExistsError:
-                if _stale_dosfs_lock(self.lock_path):
+        # The lock must appear WITH its owner text (a crash between creating and writing it would
+        # leave an anonymous lock that only a human can clear): write a private file, then
+        # link() it to the lock name, which fails atomically if the lock exists.
+        name = f"{TMP_LOCK_PREFIX}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}"
+        tmp = os.path.join(self.layout.packs, name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, _lock_owner_text())
+        finally:
+            os.close(fd)
+        try:
+            for _attempt in range(2):
+                try:
+                    os.link(tmp, self.lock_path)
+                    return
+                except FileExistsError:
+                    if not _stale_dosfs_lock(self.lock_path):
+                        break
                     try:
                         os.unlink(self.lock_path)
                     except FileNotFoundError:
                         pass
-                    continue
-                raise LockedError(
-                    f"pack {self.pack_id} is locked by another writer ({self.lock_path} exists); "
-                    "if no process is writing to this container, remove that file"
-                ) from None
-            try:
-                os.write(fd, _lock_owner_text())
-            finally:
-                os.close(fd)
-            return
-        raise LockedError(f"could not lock pack {self.pack_id} ({self.lock_path})")
+            raise LockedError(
+                f"pack {self.pack_id} is locked by another writer ({self.lock_path} exists); "
+                "if no process is writing to this container, remove that file"
+            )
+        finally:
+            os.unlink(tmp)
 
     def _drop_lock(self) -> None:
         try:
