@@ -235,6 +235,15 @@ def sd_notify(message: str) -> bool:
     return True
 
 
+class _QuietAbortedReplies(logging.Filter):
+    """pyfuse3 logs ERROR when a reply finds its request gone (ENOENT: the caller was
+    interrupted, or a RELEASE was still in flight at unmount). Nothing is lost: keep it quiet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("fuse_reply_" in message and "No such file or directory" in message)
+
+
 def setup_logging(debug: bool) -> None:
     """Log to stderr (the journal under systemd adds its own timestamps)."""
     fmt = "%(levelname)s %(name)s: %(message)s"
@@ -248,7 +257,9 @@ def setup_logging(debug: bool) -> None:
         logger.propagate = False
         logger.setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
-        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+        pyfuse3_log = logging.getLogger("pyfuse3")
+        pyfuse3_log.setLevel(logging.WARNING)
+        pyfuse3_log.filters[:] = [_QuietAbortedReplies()]
 
 
 # ---------------------------------------------------------------------------- mount
