@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dosfs import Container
-from tests.fs.conftest import DOSFS, FSNAME, Mounted, wait_for
+from tests.fs.conftest import DOSFS, FSNAME, Mounted
 
 pytestmark = pytest.mark.mount
 
@@ -137,7 +137,7 @@ def test_unknown_and_malformed_names(
     later = sha(b"added later")
     for name in [later, later.upper(), later[:-1], later + "0", "not-a-hash", "x" * 64]:
         assert os_error(lambda n=name: (m.by_hash / n).stat()) == errno.ENOENT
-        assert os_error(lambda n=name: open(m.by_hash / n, "rb")) == errno.ENOENT
+        assert os_error(lambda n=name: os.open(m.by_hash / n, os.O_RDONLY)) == errno.ENOENT
     assert subprocess.run(["cat", str(m.by_hash / later)], capture_output=True).returncode == 1
     # no negative caching: an object added by the library is visible at once
     c = Container(folder)
@@ -154,9 +154,9 @@ def test_writes_under_by_hash_are_refused(
     h = next(iter(data))
     target = m.by_hash / h
     refused = (errno.EROFS, errno.EACCES)
-    assert os_error(lambda: open(target, "r+b")) in refused
-    assert os_error(lambda: open(target, "ab")) in refused
-    assert os_error(lambda: open(m.by_hash / ("0" * 64), "wb")) in refused
+    assert os_error(lambda: os.open(target, os.O_RDWR)) in refused
+    assert os_error(lambda: os.open(target, os.O_WRONLY | os.O_APPEND)) in refused
+    assert os_error(lambda: os.open(m.by_hash / ("0" * 64), os.O_WRONLY | os.O_CREAT)) in refused
     assert os_error(lambda: os.truncate(target, 0)) in refused
     assert os_error(lambda: os.chmod(target, 0o644)) in refused
     assert os_error(lambda: os.utime(target)) in refused
@@ -424,20 +424,19 @@ def test_sigterm_with_open_files(
     folder = make_container()
     h = Container(folder).add_object(b"open while stopping" * 1000)
     m = mount(folder)
-    reading = open(m.by_hash / h, "rb")
-    assert reading.read(10) == b"open while"
-    writing = open(m.incoming / "unfinished", "wb")
-    writing.write(b"half")
-    writing.flush()
+    reading = os.open(m.by_hash / h, os.O_RDONLY)
+    assert os.read(reading, 10) == b"open while"
+    writing = os.open(m.incoming / "unfinished", os.O_WRONLY | os.O_CREAT)
+    assert os.write(writing, b"half") == 4
     assert m.proc is not None
     m.proc.send_signal(signal.SIGTERM)
     assert m.proc.wait(timeout=20) == 0
     assert not os.path.ismount(m.path) and not m.is_mounted()
     assert os.listdir(folder / "sandbox") == []  # the unfinished file was discarded
     assert "SIGTERM received" in m.log_text()
-    for f in (reading, writing):
+    for fd in (reading, writing):
         try:
-            f.close()
+            os.close(fd)
         except OSError:
             pass
 
@@ -517,7 +516,8 @@ def test_read_only_and_allow_other(
     folder = make_container()
     h = Container(folder).add_object(b"ro")
     m = mount(folder, "ro", "allow_other")
-    line = next(entry for entry in open("/proc/self/mounts") if f" {m.path} " in entry)
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    line = next(entry for entry in mounts if f" {m.path} " in entry)
     assert " ro," in line and "allow_other" in line and "default_permissions" in line
     assert (m.by_hash / h).read_bytes() == b"ro"
     assert os_error(lambda: (m.incoming / "x").write_bytes(b"no")) == errno.EROFS
