@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dosfs.container.errors import DosfsError
-from dosfs.fs.nodes import DEFAULT_MAX_NAMES
+from dosfs.fs.nodes import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
 
 log = logging.getLogger("dosfs.mount")
 
@@ -45,7 +45,8 @@ EXIT_TIMEOUT = 30.0
 
 OPTIONS_HELP = (
     "ro, allow_other (implies default_permissions), nolisting (by-hash/ cannot be listed), "
-    "max_names=N (names kept in incoming/), readahead_kb=N (0 keeps the kernel default), "
+    "max_names=N (names kept in incoming/), max_inodes=N (by-hash inodes kept for the kernel), "
+    "readahead_kb=N (0 keeps the kernel default), "
     "workers=N (worker threads), fsname=NAME"
 )
 
@@ -60,6 +61,7 @@ class MountOptions:
     allow_other: bool = False
     listing: bool = True
     max_names: int = DEFAULT_MAX_NAMES
+    max_inodes: int = DEFAULT_MAX_INODES
     readahead_kb: int = DEFAULT_READAHEAD_KB
     workers: int = 4
     fsname: str | None = None
@@ -73,6 +75,7 @@ class MountOptions:
             parts.append("nolisting")
         parts += [
             f"max_names={self.max_names}",
+            f"max_inodes={self.max_inodes}",
             f"readahead_kb={self.readahead_kb}",
             f"workers={self.workers}",
         ]
@@ -100,7 +103,7 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                 elif key in ("nolisting", "listing"):
                     opts.listing = key == "listing"
                 # default_permissions: always on
-            elif key in ("max_names", "readahead_kb", "workers"):
+            elif key in ("max_names", "max_inodes", "readahead_kb", "workers"):
                 try:
                     number = int(arg)
                 except ValueError:
@@ -413,7 +416,9 @@ def _serve(
         read_only=opts.read_only,
         listing=opts.listing,
         max_names=opts.max_names,
+        max_inodes=opts.max_inodes,
         workers=opts.workers,
+        invalidate_entry=_invalidate_entry,
     )
     fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
@@ -444,6 +449,13 @@ def _serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("unmounted %s", mp)
+
+
+def _invalidate_entry(parent_inode: int, name: bytes) -> None:
+    """Ask the kernel to drop a directory entry (queued: safe from inside a handler)."""
+    import pyfuse3
+
+    pyfuse3.invalidate_entry_async(parent_inode, name, ignore_enoent=True)
 
 
 async def _main(

@@ -33,6 +33,10 @@ INCOMING_NAME = b"incoming"
 
 #: Default bound on names kept in incoming/ (see docs/semantics.md).
 DEFAULT_MAX_NAMES = 50_000
+#: Default bound on by-hash inodes the daemon keeps for the kernel. Beyond it the oldest
+#: entries are invalidated in the kernel, which then forgets them: memory stays flat however
+#: many objects are listed or looked up (about 0.4 KB per inode).
+DEFAULT_MAX_INODES = 32_768
 
 
 class Node:
@@ -166,10 +170,13 @@ class LinkNode(TreeNode):
 class InodeTable:
     """inode -> node, hashkey -> inode for objects, and the kernel's lookup counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_objects: int = DEFAULT_MAX_INODES) -> None:
         self._nodes: dict[int, Node] = {}
         self._by_hash: dict[str, ObjectNode] = {}
         self._next = FIRST_DYNAMIC_INODE
+        self.max_objects = max_objects
+        #: object nodes the kernel holds, least recently looked up first
+        self._recent: OrderedDict[int, ObjectNode] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -202,6 +209,22 @@ class InodeTable:
             self._by_hash[hashkey] = node
         return node
 
+    def remember_object(self, node: ObjectNode) -> list[ObjectNode]:
+        """Count one more kernel lookup of ``node``; return the objects the kernel should now
+        drop (oldest first) so that at most ``max_objects`` stay known."""
+        node.lookups += 1
+        recent = self._recent
+        if node.ino in recent:
+            recent.move_to_end(node.ino)
+            return []
+        recent[node.ino] = node
+        excess = len(recent) - self.max_objects
+        if excess <= 0:
+            return []
+        # Evict in batches so the notifications are not one per lookup at the bound.
+        batch = max(excess, min(256, self.max_objects // 8 or 1))
+        return [recent.popitem(last=False)[1] for _ in range(min(batch, len(recent) - 1))]
+
     def forget(self, ino: int, count: int) -> None:
         node = self._nodes.get(ino)
         if node is None:
@@ -215,8 +238,10 @@ class InodeTable:
             return
         if self._nodes.get(node.ino) is node:
             del self._nodes[node.ino]
-        if isinstance(node, ObjectNode) and self._by_hash.get(node.hashkey) is node:
-            del self._by_hash[node.hashkey]
+        if isinstance(node, ObjectNode):
+            if self._by_hash.get(node.hashkey) is node:
+                del self._by_hash[node.hashkey]
+            self._recent.pop(node.ino, None)
 
     def nodes(self) -> Iterator[Node]:
         return iter(list(self._nodes.values()))

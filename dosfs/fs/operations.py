@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyfuse3
@@ -42,6 +42,7 @@ from dosfs.fs.handles import (
 from dosfs.fs.nodes import (
     BY_HASH_INODE,
     BY_HASH_NAME,
+    DEFAULT_MAX_INODES,
     DEFAULT_MAX_NAMES,
     INCOMING_INODE,
     INCOMING_NAME,
@@ -104,9 +105,11 @@ class Operations(pyfuse3.Operations):
         read_only: bool = False,
         listing: bool = True,
         max_names: int = DEFAULT_MAX_NAMES,
+        max_inodes: int = DEFAULT_MAX_INODES,
         workers: int = 4,
         uid: int | None = None,
         gid: int | None = None,
+        invalidate_entry: Callable[[int, bytes], None] | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -117,7 +120,10 @@ class Operations(pyfuse3.Operations):
         self.workers = workers
         self._limiter: trio.CapacityLimiter | None = None
         self.start_ns = time.time_ns()
-        self.table = InodeTable()
+        self.table = InodeTable(max_inodes)
+        #: asks the kernel to drop a directory entry (pyfuse3.invalidate_entry_async in a mount;
+        #: None in adapter tests). Used to keep the by-hash inodes bounded.
+        self.invalidate_entry = invalidate_entry
         self.root = FixedDir(ROOT_INODE, b"")
         self.by_hash = FixedDir(BY_HASH_INODE, BY_HASH_NAME)
         incoming_mode = 0o555 if read_only else 0o755
@@ -221,6 +227,14 @@ class Operations(pyfuse3.Operations):
             current = current.parent
         return os.fsdecode(b"/".join(reversed(parts)))
 
+    def _remember_object(self, node: ObjectNode) -> None:
+        """One more kernel reference to ``node``; past the bound, old entries are invalidated
+        in the kernel so that it forgets them (memory stays flat for any listing size)."""
+        stale = self.table.remember_object(node)
+        if stale and self.invalidate_entry is not None:
+            for old in stale:
+                self.invalidate_entry(BY_HASH_INODE, old.hashkey.encode())
+
     def _lookup_object(self, name: bytes) -> ObjectNode:
         try:
             hashkey = name.decode("ascii")
@@ -263,7 +277,10 @@ class Operations(pyfuse3.Operations):
             raise fuse_error(errno.ENOTDIR)
         if node is None:
             raise fuse_error(errno.ENOENT)
-        node.lookups += 1
+        if isinstance(node, ObjectNode):
+            self._remember_object(node)
+        else:
+            node.lookups += 1
         return self._attrs(node)
 
     @never_raises
@@ -684,13 +701,14 @@ class Operations(pyfuse3.Operations):
                 created = node is None
                 if node is None:
                     node = self.table.object_node(hashkey, size)
-                # Entry timeout 0: the kernel drops listed dentries as soon as the listing is
-                # done and forgets the inodes, so listing a big container keeps the table small.
-                if not readdir_reply(token, hashkey.encode(), self._object_attrs(node, 0), next_id):
+                # The kernel keeps listed entries like looked-up ones (READDIRPLUS), so they get
+                # the same long timeouts (`ls -l` then needs no lookups) and the same bound.
+                attrs = self._object_attrs(node, OBJECT_TIMEOUT)
+                if not readdir_reply(token, hashkey.encode(), attrs, next_id):
                     if created:
                         self.table.maybe_drop(node)
                     return
-                node.lookups += 1
+                self._remember_object(node)
                 handle.buffer.popleft()
                 handle.accepted(next_id, hashkey)
 

@@ -396,7 +396,7 @@ async def test_listing_streams_in_hash_order_across_pages(
     assert [e[2] for e in entries] == sorted(e[2] for e in entries)
     sizes = {h: len(engine.objects[h]) for h in hashes}
     assert all(e[1].st_size == sizes[e[0].decode()] for e in entries)
-    assert all(e[1].entry_timeout == 0 for e in entries)
+    assert all(e[1].entry_timeout >= 3600 for e in entries)
     # only accepted entries hold a lookup; forgetting them empties the table again
     assert sum(n.lookups for n in ops.table.nodes() if hasattr(n, "hashkey")) == 300
     await ops.forget([(e[1].st_ino, 1) for e in entries])
@@ -405,6 +405,33 @@ async def test_listing_streams_in_hash_order_across_pages(
     assert engine.calls["iter_hashkeys"] >= 300 // 16
     await ops.releasedir(fh)
     assert len(ops.dirs) == 0
+
+
+@trio_test
+async def test_kernel_held_objects_are_bounded(engine: FakeEngine) -> None:
+    invalidated: list[tuple[int, bytes]] = []
+    ops = Operations(
+        engine, max_inodes=100, invalidate_entry=lambda p, n: invalidated.append((p, n))
+    )
+    hashes = sorted(engine.add(b"%d" % i) for i in range(1000))
+    fh = await ops.opendir(BY_HASH_INODE, CTX)
+    entries = await list_all(ops, fh, capacity=50)
+    assert len(entries) == 1000
+    assert all(parent == BY_HASH_INODE for parent, _ in invalidated)
+    # everything beyond the bound was asked to be dropped, oldest first
+    dropped = [name.decode() for _, name in invalidated]
+    assert dropped == hashes[: len(dropped)] and 900 <= len(dropped) < 1000
+    # the kernel answers with forgets; the table shrinks back to the bound
+    by_name = {e[0].decode(): e[1].st_ino for e in entries}
+    await ops.forget([(by_name[h], 1) for h in dropped])
+    assert len(ops.table) - 3 == 1000 - len(dropped) <= 100
+    # a looked-up object is the most recent: it is not the next one dropped
+    keep = hashes[-100]
+    await ops.lookup(BY_HASH_INODE, keep.encode(), CTX)
+    invalidated.clear()
+    await ops.lookup(BY_HASH_INODE, hashes[0].encode(), CTX)
+    await ops.lookup(BY_HASH_INODE, hashes[1].encode(), CTX)
+    assert keep.encode() not in [name for _, name in invalidated]
 
 
 @trio_test
