@@ -142,7 +142,7 @@ def rss(side: Side | None) -> str:
 SECTIONS = [
     ("api.", "In-process API: a = dosfs, b = disk-objectstore 1.5.0 (same data, same run)"),
     ("mount.", "Mount: a = through `dosfs mount`, b = native access to the same bytes"),
-    ("daemon.", "Daemon: a = 10^6-object index (scaled), b = 10^4-object index"),
+    ("daemon.", "Daemon: a = mount of the large index, b = of the small one (counts in the rows)"),
 ]
 
 
