@@ -27,10 +27,10 @@ from dosfs.container.streams import ObjectReader, RawReader, pread_exact
 
 if TYPE_CHECKING:
     from dosfs.container.container import Container
-    from dosfs.container.index import Row
+    from dosfs.container.index import FullRow
 
 #: keys resolved per round (memory of one round is proportional to this)
-KEYS_PER_ROUND = 50_000
+KEYS_PER_ROUND = 100_000
 #: largest single pread of a pack window
 WINDOW = 8 * 1024 * 1024
 #: unreferenced bytes between two objects that are still read through rather than skipped
@@ -38,6 +38,15 @@ GAP = 256 * 1024
 _MAX_ROUNDS = 50
 
 Payload = bytes | memoryview | ObjectReader | None
+#: packed objects come with their raw index row (meta is built only if someone asks)
+Info = ObjectMeta | tuple[str, int, int, int, int, int]
+
+
+def as_meta(info: Info) -> ObjectMeta:
+    if isinstance(info, ObjectMeta):
+        return info
+    _h, compressed, size, offset, length, pack_id = info
+    return ObjectMeta(ObjectType.PACKED, size, pack_id, bool(compressed), offset, length)
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -49,35 +58,33 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+Item = tuple[str, Payload, Info]
+
+
 def iter_objects(
     container: Container, hashkeys: Iterable[str], skip_if_missing: bool, with_content: bool
-) -> Iterator[tuple[str, Payload, ObjectMeta]]:
-    """(hashkey, payload, meta); payload is bytes/memoryview (small packed objects), an
-    ObjectReader (loose or large; the caller closes it), or None (missing / meta only)."""
+) -> Iterator[list[Item]]:
+    """Batches of (hashkey, payload, info). info is an ObjectMeta or a packed row (as_meta);
+    payload is bytes/memoryview (small packed objects, sliced out of one window read), an
+    ObjectReader (loose or large: always alone in its batch; the caller closes it), or None
+    (missing, or meta only). Batches keep the per-object overhead of generators low."""
     layout = container.layout
     for chunk in _chunks(hashkeys, KEYS_PER_ROUND):
-        valid: list[str] = []
+        distinct = list(dict.fromkeys(chunk)) if len(chunk) > 1 else chunk
         invalid: list[str] = []
-        seen: set[str] = set()
-        for h in chunk:
-            if h in seen:
-                continue
-            seen.add(h)
-            (valid if layout.is_valid_hashkey(h) else invalid).append(h)
+        if layout.all_valid_hashkeys(distinct):
+            valid = distinct
+        else:
+            valid = [h for h in distinct if layout.is_valid_hashkey(h)]
+            invalid = [h for h in distinct if not layout.is_valid_hashkey(h)]
         missing = yield from _resolve_round(container, valid, with_content)
-        if not skip_if_missing:
-            for h in missing + invalid:
-                yield h, None, MISSING_META
-
-
-def _packed_meta(row: Row) -> ObjectMeta:
-    compressed, size, offset, length, pack_id = row
-    return ObjectMeta(ObjectType.PACKED, size, pack_id, bool(compressed), offset, length)
+        if not skip_if_missing and (missing or invalid):
+            yield [(h, None, MISSING_META) for h in missing + invalid]
 
 
 def _resolve_round(
     container: Container, keys: list[str], with_content: bool
-) -> Generator[tuple[str, Payload, ObjectMeta], None, list[str]]:
+) -> Generator[list[Item], None, list[str]]:
     """Yield every key of `keys` that exists; return the missing ones."""
     index = container.index
     layout = container.layout
@@ -89,40 +96,52 @@ def _resolve_round(
             break
         rows, version = index.lookup_many(todo)
         retry: list[str] = []
-        by_pack: dict[int, list[tuple[int, str, Row]]] = {}
-        for h, row in rows.items():
-            by_pack.setdefault(row[4], []).append((row[2], h, row))
+        by_pack: dict[int, list[FullRow]] = {}
+        for row in rows:
+            group = by_pack.get(row[5])
+            if group is None:
+                by_pack[row[5]] = [row]
+            else:
+                group.append(row)
         for pack_id in sorted(by_pack):
             group = by_pack[pack_id]
-            group.sort()
+            group.sort(key=_offset_of)
             if not with_content:
-                for _off, h, row in group:
-                    yield h, None, _packed_meta(row)
+                yield [(row[0], None, row) for row in group]
                 continue
             try:
                 pfd = container.pack_files.get(pack_id, version, index.data_version)
             except FileNotFoundError:
                 if index.data_version() != version:
-                    retry.extend(h for _o, h, _r in group)
+                    retry.extend(row[0] for row in group)
                     continue
-                raise CorruptObject(group[0][1], f"pack file {pack_id} is missing") from None
+                raise CorruptObject(group[0][0], f"pack file {pack_id} is missing") from None
             if pfd is None:
-                retry.extend(h for _o, h, _r in group)
+                retry.extend(row[0] for row in group)
                 continue
             yield from _read_group(pfd, group)
-        absent = [h for h in todo if h not in rows]
+        if len(rows) == len(todo):
+            absent: list[str] = []
+        else:
+            found = {row[0] for row in rows}
+            absent = [h for h in todo if h not in found]
         if not loose_done:
             recheck: list[str] = []
+            metas: list[Item] = []
             for h in absent:
                 item = _open_loose(layout.loose_path(h), h, with_content)
                 if item is None:
                     recheck.append(h)
+                elif with_content:
+                    yield [item]  # one open descriptor at a time
                 else:
-                    yield item
+                    metas.append(item)
+            if metas:
+                yield metas
             loose_done = True
             # not loose either: packed meanwhile? (rows are committed before loose removal)
             if recheck:
-                again, _v = index.lookup_many(recheck)
+                again = {row[0] for row in index.lookup_many(recheck)[0]}
                 missing = [h for h in recheck if h not in again]
                 retry.extend(h for h in recheck if h in again)
         else:
@@ -133,7 +152,7 @@ def _resolve_round(
     return missing
 
 
-def _open_loose(path: str, h: str, with_content: bool) -> tuple[str, Payload, ObjectMeta] | None:
+def _open_loose(path: str, h: str, with_content: bool) -> Item | None:
     if not with_content:
         try:
             return h, None, ObjectMeta(ObjectType.LOOSE, os.stat(path).st_size)
@@ -148,46 +167,56 @@ def _open_loose(path: str, h: str, with_content: bool) -> tuple[str, Payload, Ob
     return h, RawReader(h, PackFd(fd, st.st_dev, st.st_ino, None), 0, st.st_size, meta), meta
 
 
-def _read_group(
-    pfd: PackFd, group: list[tuple[int, str, Row]]
-) -> Iterator[tuple[str, Payload, ObjectMeta]]:
-    """Objects of one pack, sorted by offset, read in big windows."""
+def _offset_of(row: FullRow) -> int:
+    return row[3]
+
+
+def _read_group(pfd: PackFd, group: list[FullRow]) -> Iterator[list[Item]]:
+    """Objects of one pack, sorted by offset, read in big windows: one batch per window."""
     from dosfs.container.container import Container
 
     i = 0
     n = len(group)
+    decompress = zlib.decompress
     while i < n:
-        offset, h, row = group[i]
-        length = row[3]
+        row = group[i]
+        h, _c, _s, offset, length, _p = row
         if length > WINDOW:
-            yield h, Container._reader_for(h, pfd, row), _packed_meta(row)
+            yield [(h, Container._reader_for(h, pfd, row[1:]), row)]
             i += 1
             continue
         start, end = offset, offset + length
         j = i + 1
         while j < n:
-            o, _h, r = group[j]
-            if r[3] > WINDOW or o + r[3] - start > WINDOW or o - end > GAP:
+            r = group[j]
+            o_end = r[3] + r[4]
+            if r[4] > WINDOW or o_end - start > WINDOW or r[3] - end > GAP:
                 break
-            end = max(end, o + r[3])
+            if o_end > end:
+                end = o_end
             j += 1
         buf = pread_exact(pfd.fd, end - start, start)
-        view = memoryview(buf)
-        for k in range(i, j):
-            o, hk, r = group[k]
-            compressed, size, _off, ln = r[0], r[1], r[2], r[3]
+        short = len(buf) != end - start
+        batch: list[Item] = []
+        append = batch.append
+        for r in group[i:j]:
+            hk, compressed, size, o, ln, _p = r
             rel = o - start
-            if rel + ln > len(buf):
-                raise CorruptObject(hk, f"pack {r[4]} ends before the object ({o}+{ln})")
-            piece: bytes | memoryview = view[rel : rel + ln]
+            if short and rel + ln > len(buf):
+                raise CorruptObject(hk, f"pack {r[5]} ends before the object ({o}+{ln})")
             if compressed:
                 try:
-                    piece = zlib.decompress(piece)
+                    piece = decompress(buf[rel : rel + ln])
                 except zlib.error as exc:
                     raise CorruptObject(hk, f"zlib error: {exc}") from None
-            if len(piece) != size:
-                raise CorruptObject(hk, f"read {len(piece)} bytes, index says {size}")
-            yield hk, piece, _packed_meta(r)
+                if len(piece) != size:
+                    raise CorruptObject(hk, f"read {len(piece)} bytes, index says {size}")
+            elif ln == size:
+                piece = buf[rel : rel + ln]
+            else:
+                raise CorruptObject(hk, f"uncompressed but length {ln} != size {size}")
+            append((hk, piece, r))
+        yield batch
         i = j
 
 

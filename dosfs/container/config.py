@@ -177,6 +177,17 @@ class Layout:
         """Exact length, lowercase hex; cheap (one compiled regex)."""
         return type(hashkey) is str and self._hash_re.fullmatch(hashkey) is not None
 
+    def all_valid_hashkeys(self, hashkeys: list[str]) -> bool:
+        """One regex over all keys at once (bulk calls validate thousands of keys)."""
+        n = self.hash_length
+        if not all(type(h) is str and len(h) == n for h in hashkeys):
+            return False
+        try:
+            joined = "".join(hashkeys).encode("ascii")
+        except UnicodeEncodeError:
+            return False
+        return not joined.translate(None, b"0123456789abcdef")
+
     def check_hashkey(self, hashkey: object) -> str:
         if type(hashkey) is not str or self._hash_re.fullmatch(hashkey) is None:
             raise InvalidHashKey(

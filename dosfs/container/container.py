@@ -11,6 +11,7 @@ loose files, so the object was packed in between).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import zlib
@@ -45,7 +46,6 @@ from dosfs.container.meta import (
 )
 from dosfs.container.packs import PackChooser, PackFd, PackFiles, list_pack_ids
 from dosfs.container.streams import (
-    BytesReader,
     CompressedReader,
     ObjectReader,
     ObjectStream,
@@ -328,7 +328,9 @@ class Container:
         return True
 
     def has_objects(self, hashkeys: Sequence[str]) -> list[bool]:
-        present = {h for h, _ in self.get_objects_meta(hashkeys, skip_if_missing=True)}
+        from dosfs.container.bulk import iter_objects
+
+        present = {h for batch in iter_objects(self, hashkeys, True, False) for h, _p, _i in batch}
         return [h in present for h in hashkeys]
 
     @contextmanager
@@ -353,24 +355,28 @@ class Container:
     @contextmanager
     def get_objects_stream_and_meta(
         self, hashkeys: Iterable[str], skip_if_missing: bool = True
-    ) -> Iterator[Generator[tuple[str, ObjectStream | None, ObjectMeta], None, None]]:
+    ) -> Iterator[Generator[tuple[str, Any, ObjectMeta], None, None]]:
         """Context manager -> generator of (hashkey, stream, meta), grouped by pack and sorted by
         offset; each stream is valid until the next item is requested."""
-        from dosfs.container.bulk import iter_objects
+        from dosfs.container.bulk import as_meta, iter_objects
 
-        def gen() -> Generator[tuple[str, ObjectStream | None, ObjectMeta], None, None]:
-            for h, payload, meta in iter_objects(self, hashkeys, skip_if_missing, True):
-                if payload is None:
-                    yield h, None, meta
-                    continue
-                reader = (
-                    payload if isinstance(payload, ObjectReader) else BytesReader(h, payload, meta)
-                )
-                stream = ObjectStream(reader)
-                try:
-                    yield h, stream, meta
-                finally:
-                    stream.close()
+        def gen() -> Generator[tuple[str, Any, ObjectMeta], None, None]:
+            for batch in iter_objects(self, hashkeys, skip_if_missing, True):
+                for h, payload, info in batch:
+                    if payload is None:
+                        yield h, None, as_meta(info)
+                    elif isinstance(payload, ObjectReader):
+                        stream = ObjectStream(payload)
+                        try:
+                            yield h, stream, payload.meta
+                        finally:
+                            stream.close()
+                    else:
+                        small = io.BytesIO(payload)  # C-speed read/seek/tell
+                        try:
+                            yield h, small, as_meta(info)
+                        finally:
+                            small.close()
 
         generator = gen()
         try:
@@ -385,25 +391,27 @@ class Container:
         from dosfs.container.bulk import iter_objects
 
         out: dict[str, bytes | None] = {}
-        for h, payload, _meta in iter_objects(self, hashkeys, skip_if_missing, True):
-            if payload is None:
-                out[h] = None
-            elif isinstance(payload, ObjectReader):
-                try:
-                    out[h] = payload.pread(0, payload.size)
-                finally:
-                    payload.close()
-            else:
-                out[h] = bytes(payload)
+        for batch in iter_objects(self, hashkeys, skip_if_missing, True):
+            for h, payload, _info in batch:
+                if payload is None:
+                    out[h] = None
+                elif isinstance(payload, ObjectReader):
+                    try:
+                        out[h] = payload.pread(0, payload.size)
+                    finally:
+                        payload.close()
+                else:
+                    out[h] = bytes(payload)
         return out
 
     def get_objects_meta(
         self, hashkeys: Iterable[str], skip_if_missing: bool = True
     ) -> Iterator[tuple[str, ObjectMeta]]:
-        from dosfs.container.bulk import iter_objects
+        from dosfs.container.bulk import as_meta, iter_objects
 
-        for h, _payload, meta in iter_objects(self, hashkeys, skip_if_missing, False):
-            yield h, meta
+        for batch in iter_objects(self, hashkeys, skip_if_missing, False):
+            for h, _payload, info in batch:
+                yield h, as_meta(info)
 
     # -- listing and counting ------------------------------------------------------------------
     def iter_hashkeys(self, after: str | None = None) -> Iterator[str]:

@@ -28,6 +28,10 @@ from dosfs.container.errors import InvalidContainer
 
 #: SQLite's historical default limit of bound parameters is 999; stay below it
 IN_CHUNK = 900
+#: bulk lookups scan the whole table instead of probing when keys * SCAN_RATIO >= rows
+SCAN_RATIO = 3
+SCAN_MIN_KEYS = 2000
+SCAN_MAX_ROWS = 2_000_000
 #: rows per page of a keyset-paginated scan
 PAGE = 2000
 BUSY_TIMEOUT_MS = 60_000
@@ -45,6 +49,8 @@ SQL_INSERT = (
 
 #: (compressed, size, offset, length, pack_id)
 Row = tuple[int, int, int, int, int]
+#: (hashkey, compressed, size, offset, length, pack_id)
+FullRow = tuple[str, int, int, int, int, int]
 
 
 def create_schema(path: str) -> None:
@@ -76,11 +82,12 @@ def create_schema(path: str) -> None:
         db.close()
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, cache_kib: int = 8192) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=512
     )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     return conn
 
 
@@ -151,7 +158,7 @@ class Index:
     def write_conn(self) -> sqlite3.Connection:
         """A new connection for one write operation; the caller closes it."""
         self._ensure()
-        return _connect(self.path)
+        return _connect(self.path, cache_kib=65536)
 
     def close(self) -> None:
         """Close every connection this object opened (all threads)."""
@@ -173,31 +180,56 @@ class Index:
         return int(self.conn().execute(SQL_DATA_VERSION).fetchone()[0])
 
     # -- bulk lookups ------------------------------------------------------------------------
-    def lookup_many(self, hashkeys: Sequence[str]) -> tuple[dict[str, Row], int]:
-        """Rows of the given (valid, distinct) keys from ONE short read transaction + its
-        data_version, so every row and the version belong to the same snapshot."""
+    def lookup_many(self, hashkeys: Sequence[str]) -> tuple[list[FullRow], int]:
+        """Rows (hashkey, compressed, size, offset, length, pack_id) of the given (valid,
+        distinct) keys from ONE short read transaction, plus its data_version, so every row
+        and the version belong to the same snapshot.
+
+        Keys are probed with IN queries of 900; when they are a large part of a not-too-big
+        table, one sequential scan of the table is cheaper (a probe costs ~3 µs, a scanned
+        row ~1.5 µs) and still a short transaction."""
         conn = self.conn()
-        found: dict[str, Row] = {}
+        found: list[FullRow] = []
         conn.execute("BEGIN")
         try:
+            rows_estimate = conn.execute("SELECT max(id) FROM db_object").fetchone()[0] or 0
+            if len(hashkeys) >= SCAN_MIN_KEYS and (
+                rows_estimate <= SCAN_MAX_ROWS and len(hashkeys) * SCAN_RATIO >= rows_estimate
+            ):
+                wanted = set(hashkeys)
+                cursor = conn.execute(f"SELECT hashkey, {_ROW_COLS} FROM db_object")
+                while rows := cursor.fetchmany(4096):
+                    found += [r for r in rows if r[0] in wanted]
+                hashkeys = ()
             for start in range(0, len(hashkeys), IN_CHUNK):
                 chunk = hashkeys[start : start + IN_CHUNK]
                 sql = (
                     f"SELECT hashkey, {_ROW_COLS} FROM db_object WHERE hashkey IN "
                     f"({','.join('?' * len(chunk))})"
                 )
-                for h, *rest in conn.execute(sql, chunk):
-                    found[h] = tuple(rest)  # type: ignore[assignment]
+                found += conn.execute(sql, chunk).fetchall()
             version = int(conn.execute(SQL_DATA_VERSION).fetchone()[0])
         finally:
             conn.execute("COMMIT")
         return found, version
 
     def existing(self, hashkeys: Iterable[str], conn: sqlite3.Connection | None = None) -> set[str]:
-        """The subset of keys present in the index (chunked IN queries)."""
+        """The subset of keys present in the index (chunked IN queries, or one scan of the
+        hashkey index when the keys are a large part of the table)."""
         conn = conn or self.conn()
-        keys = list(hashkeys)
+        keys = list(dict.fromkeys(hashkeys))
         present: set[str] = set()
+        rows_estimate = conn.execute("SELECT max(id) FROM db_object").fetchone()[0] or 0
+        if rows_estimate == 0:
+            return present
+        if len(keys) >= SCAN_MIN_KEYS and (
+            rows_estimate <= SCAN_MAX_ROWS and len(keys) * SCAN_RATIO >= rows_estimate
+        ):
+            wanted = set(keys)
+            cursor = conn.execute("SELECT hashkey FROM db_object")
+            while rows := cursor.fetchmany(8192):
+                present.update(r[0] for r in rows if r[0] in wanted)
+            return present
         for start in range(0, len(keys), IN_CHUNK):
             chunk = keys[start : start + IN_CHUNK]
             sql = f"SELECT hashkey FROM db_object WHERE hashkey IN ({','.join('?' * len(chunk))})"

@@ -138,7 +138,7 @@ def clean_storage(
             names = _loose.list_shard(layout, shard)
             for start in range(0, len(names), IN_CHUNK * 10):
                 rows, _version = index.lookup_many(names[start : start + IN_CHUNK * 10])
-                for h, (_c, _s, offset, length, pack_id) in rows.items():
+                for h, _c, _s, offset, length, pack_id in rows:
                     if offset + length <= pack_size(pack_id):
                         try:
                             os.unlink(layout.loose_path(h))

@@ -60,7 +60,7 @@ class _DictLike:
         return {k: getattr(self, k) for k in self.keys()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectMeta(_DictLike):
     """Where and how an object is stored."""
 

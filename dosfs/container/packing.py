@@ -13,9 +13,10 @@ turns out to be known is cut off again before anything references it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dosfs.container import loose as _loose
@@ -32,7 +33,7 @@ SAMPLE = 64 * 1024
 #: compress (mode auto) when a level-1 sample shrinks below this ratio
 AUTO_RATIO = 0.9
 #: commit (fsync + index rows) at least this often
-BATCH_ROWS = 50_000
+BATCH_ROWS = 200_000
 BATCH_BYTES = 1024 * 1024 * 1024
 #: loose keys handled per round of pack_all_loose (memory bound)
 LOOSE_ROUND = 20_000
@@ -78,6 +79,7 @@ class PackSession:
         if app is None or not self.rows:
             return
         app.sync()
+        self.rows.sort()  # index inserts in key order touch far fewer B-tree pages
         self.index.insert_rows(self.rows, self.conn)
         app.mark_committed()
         keys = [r[0] for r in self.rows]
@@ -117,7 +119,34 @@ class PackSession:
         if len(self.rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
             self.commit()
 
-    # -- writing one object --------------------------------------------------------------------
+    # -- writing objects -----------------------------------------------------------------------
+    def write_many(self, items: Iterable[tuple[str, bytes, bool]]) -> None:
+        """(hashkey, content, compress) items, in a tight loop: one buffered append stream,
+        one row tuple per object; rollover and batch commits as in write_bytes."""
+        level = self.level
+        target = self.target
+        compress_fn = zlib.compress
+        app = self.appender()
+        pack_id = app.pack_id
+        pos = app.tell()
+        rows = self.rows
+        for hashkey, content, compress in items:
+            if pos >= target:
+                self.finish_pack()
+                app = self.appender()
+                pack_id = app.pack_id
+                pos = app.tell()
+                rows = self.rows
+            data = compress_fn(content, level) if compress else content
+            n = len(data)
+            app.write(data)
+            rows.append((hashkey, int(compress), len(content), pos, n, pack_id))
+            pos += n
+            self.uncommitted_bytes += n
+            if len(rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
+                self.commit()
+                rows = self.rows
+
     def write_bytes(self, hashkey: str, content: bytes, compress: bool) -> None:
         app = self.appender()
         offset = app.tell()
@@ -171,25 +200,25 @@ def add_bytes_to_packs(
     container: Container, contents: Sequence[bytes], mode: CompressMode
 ) -> list[str]:
     """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit."""
-    hash_type = container.layout.config.hash_type
-    keys = []
-    for content in contents:
-        hasher = new_hasher(hash_type)
-        hasher.update(content)
-        keys.append(str(hasher.hexdigest()))
+    hash_fn = getattr(hashlib, container.layout.config.hash_type)
+    keys = [hash_fn(content).hexdigest() for content in contents]
     if not keys:
         return keys
-    known = container.index.existing(set(keys))
-    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+    known = container.index.existing(keys)
+
+    def todo() -> Iterator[tuple[str, bytes, bool]]:
+        fixed = mode is CompressMode.YES
         for hashkey, content in zip(keys, contents, strict=True):
             if hashkey in known:
                 continue
             known.add(hashkey)
             if mode is CompressMode.AUTO:
-                compress = worth_compressing(memoryview(content)[:SAMPLE])
+                yield hashkey, content, worth_compressing(memoryview(content)[:SAMPLE])
             else:
-                compress = mode is CompressMode.YES
-            session.write_bytes(hashkey, content, compress)
+                yield hashkey, content, fixed
+
+    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+        session.write_many(todo())
     return keys
 
 
