@@ -385,11 +385,33 @@ def validate(container: Container, callback: Callback | None = None) -> Validati
 def _validate_pack(
     container: Container, pack_id: int, report: ValidationReport, callback: Callback | None
 ) -> None:
+    """validate() takes no lock, so a repack may replace a pack while it is being checked: if
+    problems show up and the index changed meanwhile, check that pack again (a few times)."""
+    index = container.index
+    for _attempt in range(3):
+        version = index.data_version()
+        partial = ValidationReport()
+        _validate_pack_once(container, pack_id, partial, callback)
+        clean = partial.is_valid()
+        if clean or index.data_version() == version:
+            break
+    for name in ValidationReport.ERRORS:
+        getattr(report, name).extend(getattr(partial, name))
+    report.checked_packed += partial.checked_packed
+
+
+def _validate_pack_once(
+    container: Container, pack_id: int, report: ValidationReport, callback: Callback | None
+) -> None:
     layout = container.layout
     try:
         src = container.pack_files.open_uncached(pack_id)
     except FileNotFoundError:
-        report.missing_pack_files.append(pack_id)
+        still_used = container.index.conn().execute(
+            "SELECT 1 FROM db_object WHERE pack_id = ? LIMIT 1", (pack_id,)
+        ).fetchone()
+        if still_used:  # (else a concurrent repack removed it with its last rows)
+            report.missing_pack_files.append(pack_id)
         return
     file_size = os.fstat(src.fd).st_size
     if callback:
@@ -400,7 +422,7 @@ def _validate_pack(
     current = 0
     for _rowid, h, compressed, size, offset, length in container.index.iter_pack_rows(pack_id):
         report.checked_packed += 1
-        if offset < current:
+        if offset < current and length:
             report.overlapping_packed.append(h)
         current = max(current, offset + length)
         if offset + length > file_size:
@@ -410,20 +432,25 @@ def _validate_pack(
         got = 0
         try:
             if compressed:
+                # bounded output per step: a tiny compressed chunk may inflate enormously
                 dobj = zlib.decompressobj()
                 pos = 0
-                while pos < length:
-                    chunk = os.pread(src.fd, min(CHUNK, length - pos), offset + pos)
-                    pos += len(chunk)
-                    data = dobj.decompress(chunk)
+                pending = b""
+                while not dobj.eof:
+                    if not pending:
+                        if pos >= length:
+                            break
+                        pending = os.pread(src.fd, min(CHUNK, length - pos), offset + pos)
+                        if not pending:
+                            break
+                        pos += len(pending)
+                    data = dobj.decompress(pending, CHUNK)
+                    pending = dobj.unconsumed_tail
                     hasher.update(data)
                     got += len(data)
-                    if dobj.eof:
-                        break
-                tail = dobj.flush()
-                hasher.update(tail)
-                got += len(tail)
-                if not dobj.eof:
+                    if got > size:
+                        break  # more than promised: wrong size (and hash)
+                if not dobj.eof and got <= size:
                     raise zlib.error("incomplete zlib stream")
             else:
                 pos = 0

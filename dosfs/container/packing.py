@@ -79,7 +79,8 @@ class PackSession:
         if app is None or not self.rows:
             return
         app.sync()
-        self.rows.sort()  # index inserts in key order touch far fewer B-tree pages
+        # (rows stay in offset order: ids then follow offsets, which keeps disk-objectstore's
+        # validate, ordering by offset, happy about empty objects sharing an offset)
         self.index.insert_rows(self.rows, self.conn)
         app.mark_committed()
         keys = [r[0] for r in self.rows]

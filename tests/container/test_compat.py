@@ -186,3 +186,17 @@ def test_dosfs_config_and_index_accepted_by_dos(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "loose" / h[:3] / h[3:]).exists()
     assert c.get_object_content(h) == b"x"
     d.close()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_empty_objects_in_packs_validate_on_both_sides(tmp_path: Path, compress: bool) -> None:
+    c = Container(tmp_path / "c")
+    c.init_container()
+    keys = c.add_objects_to_pack([b"\x00", b"", b"abc", b""], compress=compress)
+    keys += c.add_streamed_objects_to_pack([io.BytesIO(b""), io.BytesIO(b"z")])
+    assert c.validate().is_valid()
+    d = DosContainer(tmp_path / "c")
+    assert d.validate().is_valid()
+    assert d.get_objects_content(keys) == {k: c.get_object_content(k) for k in keys}
+    d.close()
+    c.close()
