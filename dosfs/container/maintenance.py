@@ -201,7 +201,10 @@ def repack(container: Container, mode: CompressMode, callback: Callback | None =
     with container.lock.hold("repack"):
         remove_stale_pack_locks(layout)
         if os.path.exists(layout.pack_lock_path(REPACK_PACK_ID)):
-            raise LockedError(f"another repack is running (pack {REPACK_PACK_ID}.lock exists)")
+            raise LockedError(
+                f"another repack is running (packs/{REPACK_PACK_ID}.lock exists); if no "
+                "disk-objectstore or dosfs process is repacking, remove that file"
+            )
         _remove_unreferenced_repack_pack(container)
         _recover_repack_pack(container)
         stats = index.pack_stats()
