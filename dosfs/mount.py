@@ -16,6 +16,7 @@ committed half-written), and the container is closed. Under systemd (``$NOTIFY_S
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -419,7 +420,9 @@ def _serve(
         max_inodes=opts.max_inodes,
         workers=opts.workers,
         invalidate_entry=_invalidate_entry,
+        thread_init=functools.partial(_small_sqlite_cache, engine),
     )
+    _small_sqlite_cache(engine)  # the loop's own thread does lookups too
     fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
     if opts.read_only:
@@ -449,6 +452,20 @@ def _serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("unmounted %s", mp)
+
+
+#: SQLite page cache per engine connection in the daemon (KiB). The daemon has one connection
+#: per thread (the loop + the workers); the OS page cache holds packs.idx anyway, and the
+#: daemon's memory must stay small (the engine's default suits batch jobs).
+DAEMON_SQLITE_CACHE_KIB = 1024
+
+
+def _small_sqlite_cache(engine: Any) -> None:
+    """Shrink this thread's index connection cache, when the engine exposes it."""
+    conn = getattr(getattr(engine, "index", None), "conn", None)
+    if callable(conn):
+        with contextlib.suppress(Exception):
+            conn().execute(f"PRAGMA cache_size = -{DAEMON_SQLITE_CACHE_KIB}")
 
 
 def _invalidate_entry(parent_inode: int, name: bytes) -> None:

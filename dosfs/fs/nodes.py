@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import stat
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 
 import pyfuse3
@@ -33,10 +33,10 @@ INCOMING_NAME = b"incoming"
 
 #: Default bound on names kept in incoming/ (see docs/semantics.md).
 DEFAULT_MAX_NAMES = 50_000
-#: Default bound on by-hash inodes the daemon keeps for the kernel. Beyond it the oldest
-#: entries are invalidated in the kernel, which then forgets them: memory stays flat however
-#: many objects are listed or looked up (about 0.4 KB per inode).
-DEFAULT_MAX_INODES = 32_768
+#: Default bound on by-hash inodes the daemon keeps for the kernel (about 0.35 KB each).
+#: Past it, the oldest entries are invalidated in the kernel (which then forgets them) and a
+#: listing hands out untracked inode numbers: memory stays flat however many objects exist.
+DEFAULT_MAX_INODES = 16_384
 
 
 class Node:
@@ -68,14 +68,19 @@ class FixedDir(Node):
 
 
 class ObjectNode(Node):
-    """by-hash/<hashkey>: an immutable object; the size is cached because content never changes."""
+    """by-hash/<hashkey>: an immutable object; the size is cached because content never changes.
 
-    __slots__ = ("hashkey", "size")
+    ``referenced``/``in_clock``: state of the CLOCK (second chance) eviction in InodeTable.
+    """
+
+    __slots__ = ("hashkey", "size", "referenced", "in_clock")
 
     def __init__(self, hashkey: str, size: int) -> None:
         super().__init__()
         self.hashkey = hashkey
         self.size = size
+        self.referenced = False
+        self.in_clock = False
 
 
 class TreeNode(Node):
@@ -175,8 +180,21 @@ class InodeTable:
         self._by_hash: dict[str, ObjectNode] = {}
         self._next = FIRST_DYNAMIC_INODE
         self.max_objects = max_objects
-        #: object nodes the kernel holds, least recently looked up first
-        self._recent: OrderedDict[int, ObjectNode] = OrderedDict()
+        #: object nodes the kernel holds, in CLOCK order (8 bytes each; may hold dropped nodes,
+        #: skipped when met and compacted when they dominate)
+        self._clock: deque[ObjectNode] = deque()
+        self._in_clock = 0
+
+    @property
+    def object_count(self) -> int:
+        """Object inodes held (kernel-referenced, including those asked to be dropped)."""
+        return len(self._by_hash)
+
+    def spare_number(self) -> int:
+        """A fresh inode number that is never tracked (listing entries past the bound)."""
+        ino = self._next
+        self._next += 1
+        return ino
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -195,7 +213,9 @@ class InodeTable:
         try:
             return self._nodes[ino]
         except KeyError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            # A number the kernel holds but we do not: an untracked listing entry (the kernel
+            # revalidates those by name first) or a bug. ESTALE makes the kernel look up again.
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
 
     def find_object(self, hashkey: str) -> ObjectNode | None:
         return self._by_hash.get(hashkey)
@@ -213,17 +233,32 @@ class InodeTable:
         """Count one more kernel lookup of ``node``; return the objects the kernel should now
         drop (oldest first) so that at most ``max_objects`` stay known."""
         node.lookups += 1
-        recent = self._recent
-        if node.ino in recent:
-            recent.move_to_end(node.ino)
+        if node.in_clock:
+            node.referenced = True
             return []
-        recent[node.ino] = node
-        excess = len(recent) - self.max_objects
-        if excess <= 0:
+        node.in_clock = True
+        self._clock.append(node)
+        self._in_clock += 1
+        if self._in_clock <= self.max_objects:
             return []
-        # Evict in batches so the notifications are not one per lookup at the bound.
-        batch = max(excess, min(256, self.max_objects // 8 or 1))
-        return [recent.popitem(last=False)[1] for _ in range(min(batch, len(recent) - 1))]
+        # Evict a batch (not one per lookup at the bound); second chance for re-used ones.
+        want = max(self._in_clock - self.max_objects, min(256, self.max_objects // 8 or 1))
+        stale: list[ObjectNode] = []
+        clock = self._clock
+        for _ in range(2 * len(clock)):
+            if len(stale) >= want or self._in_clock <= 1 or not clock:
+                break
+            candidate = clock.popleft()
+            if not candidate.in_clock:
+                continue  # dropped earlier; its slot was already uncounted
+            if candidate.referenced or candidate is node:
+                candidate.referenced = False
+                clock.append(candidate)
+                continue
+            candidate.in_clock = False
+            self._in_clock -= 1
+            stale.append(candidate)
+        return stale
 
     def forget(self, ino: int, count: int) -> None:
         node = self._nodes.get(ino)
@@ -241,7 +276,11 @@ class InodeTable:
         if isinstance(node, ObjectNode):
             if self._by_hash.get(node.hashkey) is node:
                 del self._by_hash[node.hashkey]
-            self._recent.pop(node.ino, None)
+            if node.in_clock:
+                node.in_clock = False
+                self._in_clock -= 1
+                if len(self._clock) > 2 * self._in_clock + 1024:
+                    self._clock = deque(n for n in self._clock if n.in_clock)
 
     def nodes(self) -> Iterator[Node]:
         return iter(list(self._nodes.values()))

@@ -29,6 +29,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from dosfs.container.errors import NotExistent
 from dosfs.fs.engine import EngineLike, meta_get
 from dosfs.fs.errors import boundary, errno_for, fuse_error, never_raises
 from dosfs.fs.handles import (
@@ -57,6 +58,7 @@ from dosfs.fs.nodes import (
     ObjectNode,
     TreeNode,
 )
+from dosfs.fs.workers import WorkerPool
 
 log = logging.getLogger("dosfs.fs")
 
@@ -70,6 +72,7 @@ INCOMING_TIMEOUT = 0.0
 BLOCK_SIZE = 1 << 20
 #: How many (hashkey, size) a by-hash listing fetches per worker-thread round trip.
 LISTING_BATCH = 256
+
 #: statvfs of the backing filesystem is cached this long (df, and cp's free-space probes).
 STATFS_TTL = 1.0
 #: xattr names served for by-hash objects (``user.dosfs.<key>``).
@@ -110,6 +113,7 @@ class Operations(pyfuse3.Operations):
         uid: int | None = None,
         gid: int | None = None,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
+        thread_init: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -117,8 +121,7 @@ class Operations(pyfuse3.Operations):
         self.listing = listing
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
-        self.workers = workers
-        self._limiter: trio.CapacityLimiter | None = None
+        self.pool = WorkerPool(workers, thread_init)
         self.start_ns = time.time_ns()
         self.table = InodeTable(max_inodes)
         #: asks the kernel to drop a directory entry (pyfuse3.invalidate_entry_async in a mount;
@@ -139,15 +142,8 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ helpers
 
-    @property
-    def limiter(self) -> trio.CapacityLimiter:
-        """The worker pool bound (created lazily: it must belong to the running trio loop)."""
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(self.workers)
-        return self._limiter
-
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        return await self.pool.run(fn, *args)
 
     def _base_attrs(self, ino: int, mode: int, timeout: float) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -167,6 +163,12 @@ class Operations(pyfuse3.Operations):
         a.entry_timeout = entry_timeout
         a.st_size = node.size
         a.st_blocks = (node.size + 511) // 512
+        return a
+
+    def _untracked_attrs(self, size: int) -> pyfuse3.EntryAttributes:
+        a = self._base_attrs(self.table.spare_number(), stat.S_IFREG | 0o444, 0.0)
+        a.st_size = size
+        a.st_blocks = (size + 511) // 512
         return a
 
     def _attrs(self, node: Node, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
@@ -698,17 +700,26 @@ class Operations(pyfuse3.Operations):
                 hashkey, size = handle.buffer[0]
                 next_id = cursor_id(hashkey)
                 node = self.table.find_object(hashkey)
-                created = node is None
-                if node is None:
-                    node = self.table.object_node(hashkey, size)
-                # The kernel keeps listed entries like looked-up ones (READDIRPLUS), so they get
-                # the same long timeouts (`ls -l` then needs no lookups) and the same bound.
-                attrs = self._object_attrs(node, OBJECT_TIMEOUT)
-                if not readdir_reply(token, hashkey.encode(), attrs, next_id):
-                    if created:
-                        self.table.maybe_drop(node)
-                    return
-                self._remember_object(node)
+                if node is None and self.table.object_count >= self.table.max_objects:
+                    # The kernel keeps every READDIRPLUS entry (until memory pressure), and it
+                    # can only drop the ones we invalidate between getdents calls. Past the
+                    # bound, hand out a number we do not track, with zero timeouts: any use of
+                    # the entry revalidates it by name first and gets a tracked inode.
+                    attrs = self._untracked_attrs(size)
+                    if not readdir_reply(token, hashkey.encode(), attrs, next_id):
+                        return
+                else:
+                    created = node is None
+                    if node is None:
+                        node = self.table.object_node(hashkey, size)
+                    # Tracked entries get the long timeouts of lookups (`ls -l` then needs no
+                    # lookups) and count against the bound like them.
+                    attrs = self._object_attrs(node, OBJECT_TIMEOUT)
+                    if not readdir_reply(token, hashkey.encode(), attrs, next_id):
+                        if created:
+                            self.table.maybe_drop(node)
+                        return
+                    self._remember_object(node)
                 handle.buffer.popleft()
                 handle.accepted(next_id, hashkey)
 
@@ -722,9 +733,12 @@ class Operations(pyfuse3.Operations):
             try:
                 for hashkey in iterator:
                     last = hashkey
-                    meta = engine.get_object_meta(hashkey)
-                    if _meta_type(meta) == "missing":
+                    try:
+                        meta = engine.get_object_meta(hashkey)
+                    except NotExistent:
                         continue  # deleted between listing and meta: skip it
+                    if _meta_type(meta) == "missing":
+                        continue
                     items.append((hashkey, int(meta_get(meta, "size"))))
                     if len(items) >= LISTING_BATCH:
                         return items, last, False
@@ -822,7 +836,8 @@ class Operations(pyfuse3.Operations):
 
     def shutdown(self) -> None:
         """After the loop ended: close readers, drop unfinished incoming files (never commit
-        a partial file)."""
+        a partial file), stop the worker threads."""
+        self.pool.close()
         for handle in self.files.values():
             try:
                 if isinstance(handle, ReadHandle):
