@@ -136,11 +136,21 @@ class FileNode(TreeNode):
     fsync report it again and the file is never committed.
     """
 
-    __slots__ = ("staged", "open_count", "state", "error", "hashkey", "done", "final_size")
+    __slots__ = (
+        "staged",
+        "open_count",
+        "state",
+        "error",
+        "hashkey",
+        "done",
+        "final_size",
+        "behind",
+    )
 
     def __init__(self, mode: int, uid: int, gid: int, staged: object) -> None:
         super().__init__(stat.S_IFREG | (mode & 0o7777), uid, gid)
         self.staged = staged
+        self.behind: object | None = None  # WriteBehind once the file is big
         self.open_count = 0
         self.state = "writing"
         self.error = 0

@@ -59,6 +59,7 @@ from dosfs.fs.nodes import (
     TreeNode,
 )
 from dosfs.fs.workers import WorkerPool
+from dosfs.fs.writebehind import START_AFTER, WriteBehind
 
 log = logging.getLogger("dosfs.fs")
 
@@ -190,7 +191,7 @@ class Operations(pyfuse3.Operations):
         a.st_uid, a.st_gid = node.uid, node.gid
         a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns = node.atime_ns, node.mtime_ns, node.ctime_ns
         if isinstance(node, FileNode):
-            size = node.final_size if node.state != "writing" else node.staged.size  # type: ignore[attr-defined]
+            size = node.final_size if node.state != "writing" else self._file_size(node)
             a.st_size = size
             a.st_blocks = (size + 511) // 512
         elif isinstance(node, LinkNode):
@@ -200,6 +201,24 @@ class Operations(pyfuse3.Operations):
         if entry_timeout is not None:
             a.entry_timeout = entry_timeout
         return a
+
+    @staticmethod
+    def _file_size(node: FileNode) -> int:
+        """Size of a file being written, counting writes still queued behind."""
+        size: int = node.staged.size  # type: ignore[attr-defined]
+        behind = node.behind
+        if isinstance(behind, WriteBehind):
+            size = max(size, behind.end)
+        return size
+
+    @staticmethod
+    async def _settle(node: FileNode) -> None:
+        """Wait for queued writes, so the staged object is what the writer wrote."""
+        behind = node.behind
+        if isinstance(behind, WriteBehind):
+            await behind.drain()
+            if behind.error is not None and not node.error:
+                node.error = errno_for(behind.error)[0]
 
     def _writable_dir(self, ino: int) -> DirNode:
         """The incoming/ directory that a create/mkdir/unlink/rename touches, or the right errno."""
@@ -313,9 +332,12 @@ class Operations(pyfuse3.Operations):
                 raise fuse_error(errno.EINVAL)
             if node.state != "writing":
                 raise fuse_error(errno.EROFS)
+            await self._settle(node)
             if node.error:
                 raise fuse_error(node.error)
             node.staged.truncate(attr.st_size)  # type: ignore[attr-defined]
+            if isinstance(node.behind, WriteBehind):
+                node.behind.end = attr.st_size
             node.touch()
         if isinstance(node, FileNode) and node.state not in ("writing", "committing"):
             raise fuse_error(errno.EROFS)
@@ -513,6 +535,7 @@ class Operations(pyfuse3.Operations):
                 return await self._in_thread(reader.pread, off, size)  # type: ignore[no-any-return]
             return reader.pread(off, size)
         node = handle.node
+        await self._settle(node)
         if node.state != "writing":
             raise fuse_error(errno.EBADF)
         return node.staged.pread(off, size)  # type: ignore[attr-defined,no-any-return]
@@ -540,14 +563,25 @@ class Operations(pyfuse3.Operations):
         node = handle.node
         if node.error:
             raise fuse_error(node.error)
+        behind = node.behind
+        if isinstance(behind, WriteBehind):
+            if behind.error is not None:
+                raise self._fail(node, behind.error, "write")
+            await behind.write(buf, off)
+            node.mtime_ns = time.time_ns()
+            return len(buf)
+        staged: Any = node.staged
         try:
-            written = node.staged.pwrite(buf, off)  # type: ignore[attr-defined]
+            written: int = staged.pwrite(buf, off)
         except Exception as exc:  # noqa: BLE001 - recorded, then answered with its errno
             raise self._fail(node, exc, "write") from None
         node.mtime_ns = time.time_ns()
-        return written  # type: ignore[no-any-return]
+        if staged.size >= START_AFTER and node.behind is None:
+            node.behind = WriteBehind(staged.pwrite, staged.size)  # big file: overlap hashing
+        return written
 
     async def _sync(self, node: FileNode, what: str) -> None:
+        await self._settle(node)
         if node.error:
             raise fuse_error(node.error)
         if node.state != "writing":
@@ -589,6 +623,12 @@ class Operations(pyfuse3.Operations):
         if node.state != "writing":
             return
         staged: Any = node.staged
+        await self._settle(node)
+        if isinstance(node.behind, WriteBehind):
+            node.behind.stop()
+            node.behind = None
+        if node.state != "writing" or node.open_count:
+            return  # reopened while the queued writes finished: the new last close commits
         if node.error or node.parent is None:
             node.state = "failed" if node.error else "discarded"
             self.tree.detach(node)  # a failed file leaves no name behind
@@ -843,6 +883,8 @@ class Operations(pyfuse3.Operations):
                 if isinstance(handle, ReadHandle):
                     handle.reader.close()
                 elif handle.node.state == "writing" and handle.node.staged is not None:
+                    if isinstance(handle.node.behind, WriteBehind):
+                        handle.node.behind.stop(wait=True)
                     handle.node.state = "discarded"
                     handle.node.staged.discard()  # type: ignore[attr-defined]
                     log.warning(

@@ -763,3 +763,48 @@ def test_errors_module_has_one_table() -> None:
     source = inspect.getsource(ops_module)
     assert "ERRNO_TABLE" not in source and "except OSError" not in source
     assert fs_errors.ERRNO_TABLE is ERRNO_TABLE
+
+
+# ---------------------------------------------------------------- write-behind (big files)
+
+
+@pytest.fixture
+def small_write_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops_module, "START_AFTER", 64)
+    monkeypatch.setattr("dosfs.fs.writebehind.MAX_PENDING", 256)
+
+
+@trio_test
+async def test_write_behind_keeps_order_size_and_reads(
+    ops: Operations, engine: FakeEngine, small_write_behind: None
+) -> None:
+    fi, attr = await ops.create(INCOMING_INODE, b"big", 0o644, os.O_RDWR, CTX)
+    data = os.urandom(5000)
+    for off in range(0, len(data), 100):
+        await ops.write(fi.fh, off, data[off : off + 100])
+        assert (await ops.getattr(attr.st_ino, CTX)).st_size == off + 100  # never behind
+    node = ops.incoming.children[b"big"]
+    assert node.behind is not None  # type: ignore[attr-defined]
+    assert await ops.read(fi.fh, 4900, 200) == data[4900:]  # reads wait for queued writes
+    await ops.flush(fi.fh)
+    await ops.release(fi.fh)
+    assert engine.objects[hashlib.sha256(data).hexdigest()] == data
+
+
+@trio_test
+async def test_write_behind_error_reaches_next_write_and_close(
+    ops: Operations, engine: FakeEngine, small_write_behind: None
+) -> None:
+    fi, _ = await ops.create(INCOMING_INODE, b"big", 0o644, os.O_WRONLY, CTX)
+    await ops.write(fi.fh, 0, b"a" * 100)  # inline; switches to write-behind
+    engine.fail["pwrite"] = OSError(errno.ENOSPC, "No space left on device")
+    await ops.write(fi.fh, 100, b"b" * 100)  # queued: its failure shows up later
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        for off in range(200, 100_000, 100):
+            await ops.write(fi.fh, off, b"c" * 100)
+            await trio.sleep(0.001)
+    assert info.value.errno == errno.ENOSPC
+    await expect_errno(errno.ENOSPC, ops.flush(fi.fh))
+    await ops.release(fi.fh)
+    assert engine.commits == [] and engine.staged[0].state == "discarded"
+    assert b"big" not in ops.incoming.children
