@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import stat
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 
 import pyfuse3
@@ -31,8 +31,8 @@ FIRST_DYNAMIC_INODE = ROOT_INODE + 16
 BY_HASH_NAME = b"by-hash"
 INCOMING_NAME = b"incoming"
 
-#: Default bound on names kept in incoming/ (see docs/semantics.md).
-DEFAULT_MAX_NAMES = 50_000
+#: Default bound on names kept in incoming/ (about 0.6 KB each; see docs/semantics.md).
+DEFAULT_MAX_NAMES = 10_000
 #: Default bound on by-hash inodes the daemon keeps for the kernel (about 0.35 KB each).
 #: Past it, the oldest entries are invalidated in the kernel (which then forgets them) and a
 #: listing hands out untracked inode numbers: memory stays flat however many objects exist.
@@ -307,14 +307,15 @@ class IncomingTree:
         self.max_names = max_names
         self.count = 0
         #: committed links in commit order: the first ones are dropped when the bound is reached
-        self._committed: OrderedDict[int, LinkNode] = OrderedDict()
+        #: (links removed meanwhile stay in the deque until met; compacted when they dominate)
+        self._committed: deque[LinkNode] = deque()
 
     def make_room(self) -> None:
         """Ensure one more name fits, dropping the oldest committed links; else ENOSPC."""
         while self.count >= self.max_names:
             if not self._committed:
                 raise pyfuse3.FUSEError(errno.ENOSPC)
-            _, link = self._committed.popitem(last=False)
+            link = self._committed.popleft()
             if link.parent is not None:
                 self.detach(link)
 
@@ -328,7 +329,9 @@ class IncomingTree:
         parent.touch()
         self.count += 1
         if isinstance(node, LinkNode) and node.hashkey is not None:
-            self._committed[node.ino] = node
+            self._committed.append(node)
+            if len(self._committed) > 2 * self.count + 1024:
+                self._committed = deque(n for n in self._committed if n.parent is not None)
 
     def detach(self, node: TreeNode) -> None:
         """Remove ``node``'s name; the inode lives on while the kernel or a handle holds it."""
@@ -340,8 +343,6 @@ class IncomingTree:
         parent.touch()
         node.parent = None
         self.count -= 1
-        if isinstance(node, LinkNode):
-            self._committed.pop(node.ino, None)
         self.table.maybe_drop(node)
 
     def replace(self, old: TreeNode, new: TreeNode) -> None:
