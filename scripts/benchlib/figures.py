@@ -412,7 +412,8 @@ def _cp_incoming(ctx: Ctx, m: Mount, size: int,
         if not link.endswith(digest):
             raise AssertionError(f"incoming/{target.name} -> {link}, expected hash {digest}")
         os.sync()
-        for fsync, runs in ((False, b_runs), (True, b_fsync)):
+        variants = [(False, b_runs), (True, b_fsync)]
+        for fsync, runs in variants if r % 2 == 0 else variants[::-1]:
             out = ctx.worker({"task": "ingest", "src": str(src), "dest": str(dest / str(fsync)),
                               "fsync": fsync})
             if not fsync:
