@@ -61,9 +61,16 @@ class EngineLike(Protocol):
     def iter_hashkeys(self, after: str | None = None) -> Iterator[str]: ...
 
 
+_MISSING = object()
+
+
 def meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    """Read one field of an ObjectMeta whether it is a mapping or an object with attributes."""
+    """Read one field of an ObjectMeta whether it is an object with attributes (fast: the
+    engine's) or a mapping (disk-objectstore style)."""
+    value = getattr(meta, key, _MISSING)
+    if value is not _MISSING:
+        return value
     try:
         return meta[key]
     except (KeyError, TypeError, IndexError):
-        return getattr(meta, key, default)
+        return default
