@@ -185,6 +185,28 @@ def test_listing_more_than_one_page(
     assert os.listdir(m.path) == ["by-hash", "incoming"]
 
 
+def test_listing_and_use_past_the_inode_bound(
+    mount: Callable[..., Mounted], make_container: Callable[..., Path]
+) -> None:
+    folder = make_container()
+    c = Container(folder)
+    blobs = {
+        c.add_object(b"content %d " % i * (i % 7 + 1)): b"content %d " % i * (i % 7 + 1)
+        for i in range(400)
+    }
+    c.close()
+    m = mount(folder, "max_inodes=50")
+    for _ in range(2):
+        long = run("ls", "-l", str(m.by_hash)).stdout.splitlines()[1:]
+        sizes = {line.split()[-1]: int(line.split()[4]) for line in long}
+        assert sizes == {h: len(b) for h, b in blobs.items()}
+        out = run("find", str(m.by_hash), "-type", "f", "-exec", "sha256sum", "{}", "+").stdout
+        assert sorted(line.split()[0] for line in out.splitlines()) == sorted(blobs)
+    for h, blob in list(blobs.items())[::37]:
+        assert (m.by_hash / h).read_bytes() == blob
+        assert os.stat(m.by_hash / h).st_ino == os.stat(m.by_hash / h).st_ino
+
+
 def test_nolisting(mount: Callable[..., Mounted], make_container: Callable[..., Path]) -> None:
     folder = make_container()
     h = Container(folder).add_object(b"by name only")
