@@ -16,7 +16,6 @@ committed half-written), and the container is closed. Under systemd (``$NOTIFY_S
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shutil
@@ -209,7 +208,7 @@ def open_container(folder: Path) -> Any:
     path = Path(os.path.abspath(folder))
     if not path.exists():
         raise MountError(f"container {path} does not exist")
-    container = Container(path)
+    container = Container(path, index_cache_kib=DAEMON_SQLITE_CACHE_KIB)
     try:
         container.hash_length  # noqa: B018 - reads and validates config.json
     except DosfsError as exc:
@@ -420,9 +419,7 @@ def _serve(
         max_inodes=opts.max_inodes,
         workers=opts.workers,
         invalidate_entry=_invalidate_entry,
-        thread_init=functools.partial(_small_sqlite_cache, engine),
     )
-    _small_sqlite_cache(engine)  # the loop's own thread does lookups too
     fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
     if opts.read_only:
@@ -458,14 +455,6 @@ def _serve(
 #: per thread (the loop + the workers); the OS page cache holds packs.idx anyway, and the
 #: daemon's memory must stay small (the engine's default suits batch jobs).
 DAEMON_SQLITE_CACHE_KIB = 1024
-
-
-def _small_sqlite_cache(engine: Any) -> None:
-    """Shrink this thread's index connection cache, when the engine exposes it."""
-    conn = getattr(getattr(engine, "index", None), "conn", None)
-    if callable(conn):
-        with contextlib.suppress(Exception):
-            conn().execute(f"PRAGMA cache_size = -{DAEMON_SQLITE_CACHE_KIB}")
 
 
 def _invalidate_entry(parent_inode: int, name: bytes) -> None:

@@ -62,8 +62,11 @@ Callback = Callable[[str, Any], None]
 class Container:
     """A disk-objectstore 1.x compatible container in `folder`."""
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, index_cache_kib: int = 8192) -> None:
+        """`index_cache_kib`: SQLite page cache per reading thread; long-running services with
+        many threads (the FUSE daemon) want it small, batch jobs large."""
         self._folder = Path(folder).absolute()
+        self._index_cache_kib = index_cache_kib
         self._layout: Layout | None = None
         self._index: Index | None = None
         self._packs: PackFiles | None = None
@@ -81,7 +84,7 @@ class Container:
     def _load(self) -> Layout:
         config = read_config(self._folder)
         layout = Layout(self._folder, config)
-        self._index = Index(layout.index)
+        self._index = Index(layout.index, self._index_cache_kib)
         self._packs = PackFiles(layout)
         self._chooser = PackChooser(layout)
         self._lock = ContainerLock(layout.pack_lock)

@@ -113,12 +113,15 @@ os.register_at_fork(after_in_child=_after_fork)
 class Index:
     """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_kib: int = 8192) -> None:
         self.path = path
+        self.cache_kib = cache_kib
         self._local = _ThreadState()
         self._gen = 0
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        # (owning thread, its connection): connections of finished threads are closed when the
+        # next one is opened, so short-lived threads do not leak a connection (and its cache) each
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._checked = False
         _ALL_INDEXES.add(self)
 
@@ -148,9 +151,13 @@ class Index:
         if local.gen == self._gen and local.conn is not None:
             return local.conn
         self._ensure()
-        conn = _connect(self.path)
+        conn = _connect(self.path, self.cache_kib)
         with self._lock:
-            self._conns.append(conn)
+            finished = [c for t, c in self._conns if not t.is_alive()]
+            self._conns = [(t, c) for t, c in self._conns if t.is_alive()]
+            self._conns.append((threading.current_thread(), conn))
+        for old in finished:
+            old.close()
         local.conn = conn
         local.gen = self._gen
         return conn
@@ -165,7 +172,7 @@ class Index:
         with self._lock:
             conns, self._conns = self._conns, []
             self._gen += 1
-        for conn in conns:
+        for _thread, conn in conns:
             try:
                 conn.close()
             except sqlite3.Error:

@@ -86,3 +86,25 @@ def test_data_version_moves_on_foreign_commit(container: Container) -> None:
     other.add_objects_to_pack([b"x"])
     assert container.index.data_version() != v0
     other.close()
+
+
+def test_connections_of_finished_threads_are_closed(container: Container) -> None:
+    import threading
+
+    h = container.add_objects_to_pack([b"x"])[0]
+
+    def read() -> None:
+        assert container.get_object_content(h) == b"x"
+
+    for _ in range(20):
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+    read()  # the main thread opens its own connection and prunes the finished ones
+    assert len(container.index._conns) <= 2
+
+
+def test_index_cache_size_is_configurable(folder: Path) -> None:
+    Container(folder).init_container()
+    small = Container(folder, index_cache_kib=512)
+    assert small.index.conn().execute("PRAGMA cache_size").fetchone()[0] == -512
