@@ -594,3 +594,37 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     ]
     assert result.returncode == 0 or not problems, result.stdout + result.stderr
     assert not problems, problems
+
+
+# ---------------------------------------------------------------------------- corruption
+
+
+def test_corrupt_pack_gives_eio_a_log_line_and_the_daemon_keeps_serving(
+    mount: Callable[..., Mounted], make_container: Callable[..., Path]
+) -> None:
+    folder = make_container()
+    c = Container(folder)
+    text = b"".join(b"%06d some compressible text\n" % i for i in range(50_000))
+    healthy = b"healthy object"
+    h_bad = c.add_objects_to_pack([text], compress=True)[0]
+    h_good = c.add_objects_to_pack([healthy])[0]
+    h_cut = c.add_objects_to_pack([b"tail object " * 100])[0]
+    bad, cut = c.get_object_meta(h_bad), c.get_object_meta(h_cut)
+    c.close()
+    # garble the middle of the compressed stream and cut the pack before the last object
+    pack = folder / "packs" / str(bad["pack_id"])
+    with open(pack, "r+b") as f:
+        f.seek(bad["pack_offset"] + bad["pack_length"] // 2)
+        f.write(b"\xff" * 64)
+        f.truncate(cut["pack_offset"] + 10)
+    m = mount(folder)
+    m.expect_errors = True
+    assert os_error(lambda: (m.by_hash / h_bad).read_bytes()) == errno.EIO
+    assert os_error(lambda: (m.by_hash / h_cut).read_bytes()) == errno.EIO
+    # the daemon is still there and serves the healthy object
+    assert (m.by_hash / h_good).read_bytes() == healthy
+    assert run("cat", str(m.by_hash / h_good)).stdout == healthy.decode()
+    log = m.log_text()
+    assert h_bad in log and h_cut in log, log
+    assert "ERROR" in log
+    assert m.is_mounted()
