@@ -53,6 +53,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="do not drop the page cache before 'first read' figures")
     p.add_argument("--list", action="store_true", help="list groups and figures, then exit")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="measure nothing: print the table of a saved --json result")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for b in BENCHES:
             print(f"{b.name}: {', '.join(b.keys)}")
+        return 0
+    if args.render:
+        meta, saved = report.read_json(args.render)
+        print(report.table(saved, markdown=args.markdown))
         return 0
     keys = select(args.names)
     sizes = (QUICK if args.quick else FULL).scaled(args.scale)

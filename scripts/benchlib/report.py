@@ -227,6 +227,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+def read_json(path: Path) -> tuple[dict[str, Any], list[Figure]]:
+    """The figures of a saved run (to print its table again, e.g. as Markdown for the docs)."""
+    doc = json.loads(path.read_text())
+    figures = []
+    for key, f in doc["figures"].items():
+        sides = {}
+        for s in ("a", "b"):
+            if s in f:
+                j = f[s]
+                sides[s] = Side(j["name"], j["runs_s"], j["work"], j["peak_rss_mib"], j["note"])
+        target = None
+        text = f.get("target") or ""
+        if text.startswith("≥ ") and text.endswith("×"):
+            target = float(text[2:-1])
+        figures.append(Figure(
+            key, f["title"], f["unit"], sides.get("a"), sides.get("b"), target=target,
+            target_text=text, params=f.get("params", {}), extra=f.get("extra", {}),
+            error=f.get("error"),
+            values={k: (v["value"], v["unit"]) for k, v in f.get("values", {}).items()},
+            value_max=64 if "values" in f and "64 MiB" in text else None))
+    return doc["meta"], figures
+
+
 def write_json(path: Path, meta: dict[str, Any], figures: list[Figure]) -> None:
     doc = {"meta": meta, "figures": {f.key: f.to_json() for f in figures}}
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")

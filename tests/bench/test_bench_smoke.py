@@ -97,5 +97,11 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     with open("/proc/mounts") as f:
         assert str(tmp_path) not in f.read()
     assert "speed ratio" in proc.stdout
+    # A saved result prints the same table again (how docs/benchmarks.md gets its table).
+    render = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--render", str(out), "--markdown"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert render.returncode == 0, render.stderr[-2000:]
+    assert all(f"| {key} |" in render.stdout for key in expected)
     if reason:
         pytest.skip(f"mount and daemon figures not run: {reason}")
