@@ -6,7 +6,8 @@
 - `CompressedReader`: one zlib stream inside a pack, with random access. Seeking backwards must
   not decompress from zero each time: the reader keeps decompressor checkpoints
   (`zlib.decompressobj().copy()`) every `interval` output bytes (interval = max(1 MiB, size/64),
-  so at most ~65 per handle, about 45 KiB each) plus the live cursor for sequential reads. A read
+  so at most ~65 per handle, each the zlib state plus at most FEED bytes of input, about 80 KiB)
+  plus the live cursor for sequential reads. A checkpoint re-reads its input from the pack. A read
   at offset X restarts from the nearest checkpoint at or before X. Reaching the end always
   consumes the zlib trailer, so the adler32 checksum is verified.
 - `BytesReader`: bytes already in memory (bulk reads slice objects out of one big pack read).
@@ -28,8 +29,10 @@ from dosfs.container.errors import CorruptObject
 from dosfs.container.meta import ObjectMeta
 from dosfs.container.packs import PackFd
 
-#: compressed bytes read per step when decompressing
+#: compressed bytes read from the pack at a time when decompressing
 COMPRESSED_CHUNK = 256 * 1024
+#: compressed bytes handed to zlib per call (bounds the input a checkpoint keeps alive)
+FEED = 64 * 1024
 #: at most this many checkpoints per compressed reader
 MAX_CHECKPOINTS = 64
 MIN_CHECKPOINT_INTERVAL = 1024 * 1024
@@ -128,20 +131,33 @@ class BytesReader(ObjectReader):
 
 
 class _Cursor:
-    __slots__ = ("dobj", "upos", "cpos", "pending")
+    """A decompressor and where it stands in the compressed bytes and in the output."""
+
+    __slots__ = ("dobj", "upos", "base", "buf", "off")
 
     def __init__(self) -> None:
         self.dobj: Any = zlib.decompressobj()
         self.upos = 0  # uncompressed bytes produced so far
-        self.cpos = 0  # compressed bytes fetched so far (relative to the object start)
-        self.pending = b""  # fetched but not yet consumed compressed bytes
+        self.base = 0  # compressed offset (relative to the object start) of buf[0]
+        self.buf = b""  # compressed bytes fetched from the pack
+        self.off = 0  # how much of buf the decompressor has consumed
 
     def copy(self) -> _Cursor:
         other = _Cursor.__new__(_Cursor)
         other.dobj = self.dobj.copy()
         other.upos = self.upos
-        other.cpos = self.cpos
-        other.pending = self.pending
+        other.base = self.base
+        other.buf = self.buf
+        other.off = self.off
+        return other
+
+    def checkpoint(self) -> _Cursor:
+        """A copy that keeps no fetched bytes (only the compressed position to re-read from),
+        so a checkpoint costs the decompressor state and at most FEED bytes of its input."""
+        other = self.copy()
+        other.base = self.base + self.off
+        other.buf = b""
+        other.off = 0
         return other
 
 
@@ -173,32 +189,36 @@ class CompressedReader(ObjectReader):
         """Produce at most `want` (>0) more bytes, never crossing a checkpoint boundary."""
         boundary = (cur.upos // self.interval + 1) * self.interval
         limit = min(want, boundary - cur.upos)
-        fetched = False
-        if not cur.pending and cur.cpos < self._length and not cur.dobj.eof:
-            pfd = self._fd
-            if pfd is None:
-                raise ValueError("read from a closed object reader")
-            n = min(COMPRESSED_CHUNK, self._length - cur.cpos)
-            chunk = pread_exact(pfd.fd, n, self._base + cur.cpos)
-            if len(chunk) != n:
-                raise self._fail(f"pack file ends early (compressed offset {cur.cpos})")
-            cur.cpos += n
-            cur.pending = chunk
-            fetched = True
-        before = len(cur.pending)
+        if cur.off >= len(cur.buf) and not cur.dobj.eof:
+            pos = cur.base + len(cur.buf)
+            if pos < self._length:
+                pfd = self._fd
+                if pfd is None:
+                    raise ValueError("read from a closed object reader")
+                n = min(COMPRESSED_CHUNK, self._length - pos)
+                chunk = pread_exact(pfd.fd, n, self._base + pos)
+                if len(chunk) != n:
+                    raise self._fail(f"pack file ends early (compressed offset {pos})")
+                cur.base, cur.buf, cur.off = pos, chunk, 0
+        # feed zlib a slice at a time: what it leaves unconsumed (kept by the decompressor and by
+        # every copy of it) is then at most FEED bytes
+        feed = memoryview(cur.buf)[cur.off : cur.off + FEED]
         try:
-            out = cur.dobj.decompress(cur.pending, limit)
+            out = cur.dobj.decompress(feed, limit)
         except zlib.error as exc:
             raise self._fail(f"zlib error: {exc}") from None
-        cur.pending = cur.dobj.unconsumed_tail
+        consumed = len(feed) - len(cur.dobj.unconsumed_tail)
+        if cur.dobj.eof:
+            consumed -= len(cur.dobj.unused_data)
+        cur.off += consumed
         cur.upos += len(out)
         if cur.upos > self.size:
             raise self._fail(f"decompresses to more than its size {self.size}")
         if cur.dobj.eof:
-            cur.pending = b""
+            cur.buf, cur.off = b"", 0
             if cur.upos != self.size:
                 raise self._fail(f"zlib stream ends at {cur.upos}, size is {self.size}")
-        elif not out and not fetched and len(cur.pending) == before and cur.cpos >= self._length:
+        elif not out and not consumed:
             raise self._fail(f"zlib stream truncated at output offset {cur.upos}")
         if (
             out
@@ -209,7 +229,7 @@ class CompressedReader(ObjectReader):
             i = bisect.bisect_left(self._cp_pos, cur.upos)
             if i == len(self._cp_pos) or self._cp_pos[i] != cur.upos:
                 self._cp_pos.insert(i, cur.upos)
-                self._cps.insert(i, cur.copy())
+                self._cps.insert(i, cur.checkpoint())
         return out
 
     def _start(self, offset: int) -> _Cursor:

@@ -76,6 +76,22 @@ def test_checkpoints_bounded_for_huge_objects(container: Container, monkeypatch)
         assert r.pread(len(data) // 2, 10) == data[len(data) // 2 : len(data) // 2 + 10]
 
 
+def test_checkpoints_keep_no_fetched_input(container: Container) -> None:
+    """A checkpoint holds the decompressor state and at most FEED bytes of input, not the
+    pack chunk it was taken in (64 of those would be 16 MiB per handle)."""
+    data = os.urandom(1 << 20) * 5
+    (h,) = container.add_objects_to_pack([data], compress=True)
+    with container.open_object(h) as r:
+        assert r.pread(0, len(data)) == data
+        cps = r._cps  # type: ignore[attr-defined]
+        assert len(cps) >= 4
+        for cp in cps:
+            assert cp.buf == b""
+            assert len(cp.dobj.unconsumed_tail) <= streams_mod.FEED
+        # and reading from a checkpoint re-fetches its input correctly
+        assert r.pread(3 << 20, 100_000) == data[3 << 20 : (3 << 20) + 100_000]
+
+
 def test_reader_meta_and_errors(container: Container, objects: dict) -> None:
     h, data = objects["compressed"]
     r = container.open_object(h)
