@@ -173,3 +173,41 @@ def test_writers_packer_cleaner_and_readers_at_once(
     with DosContainer(str(folder)) as other:
         problems = other.validate()
         assert problems.is_valid(), problems
+
+
+def test_daemon_killed_mid_write_leaves_a_valid_container(
+    mount: Callable[..., Mounted], make_container: Callable[..., Path], tmp_path: Path
+) -> None:
+    folder = make_container()
+    c = Container(folder)
+    kept = c.add_object(b"an object that was there before")
+    c.close()
+    m = mount(folder)
+    m.expect_errors = True
+    # a writer that keeps writing through the mount until the daemon dies under it
+    writer = subprocess.Popen(
+        ["dd", "if=/dev/urandom", f"of={m.incoming / 'big'}", "bs=1M", "count=4096"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sandbox = folder / "sandbox"
+    wait_for(
+        lambda: any(f.stat().st_size > (8 << 20) for f in sandbox.iterdir()),
+        what="staged bytes in sandbox/",
+    )
+    assert m.proc is not None
+    m.proc.kill()  # SIGKILL: no cleanup of any kind
+    m.proc.wait()
+    writer.wait(timeout=60)
+    assert writer.returncode != 0  # the writer saw the failure
+    subprocess.run(["fusermount3", "-uz", str(m.path)], capture_output=True)
+
+    c = Container(folder)
+    report = c.validate()
+    assert report.is_valid(), report
+    assert c.count_objects().loose == 1  # nothing partial became an object
+    assert c.get_object_content(kept) == b"an object that was there before"
+    c.clean_storage(sandbox_max_age=0)
+    assert not list(sandbox.iterdir())
+    assert not c.validate().has_warnings()
+    c.close()
