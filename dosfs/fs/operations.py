@@ -95,6 +95,17 @@ def _meta_type(meta: Any) -> str:
     return str(getattr(kind, "value", kind))
 
 
+def _write_only(flags: int) -> bool:
+    """Whether an incoming/ file handle bypasses the page cache (``direct_io``).
+
+    Why: the kernel otherwise copies every write into the FUSE file's own page cache (a second
+    1 GiB of pages for a 1 GiB cp, allocated in the writer's time and freed when the name turns
+    into a link), which the daemon never reads back. Only for write-only handles: those cannot
+    be mmap'ed, the one thing direct_io takes away; a read-write handle keeps the page cache.
+    """
+    return (flags & os.O_ACCMODE) == os.O_WRONLY
+
+
 class Operations(pyfuse3.Operations):
     """by-hash/ (read-only objects) and incoming/ (a staging tree) over one engine."""
 
@@ -493,7 +504,8 @@ class Operations(pyfuse3.Operations):
         node.lookups += 1
         node.open_count += 1
         fh = self.files.add(WriteHandle(node, writable=True))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._attrs(node)
+        info = pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags))
+        return info, self._attrs(node)
 
     def _open_object(self, hashkey: str) -> pyfuse3.FileInfo:
         reader = self.engine.open_object(hashkey)
@@ -516,7 +528,7 @@ class Operations(pyfuse3.Operations):
                     raise fuse_error(node.error)
                 node.open_count += 1
                 fh = self.files.add(WriteHandle(node, writable=writing))
-                return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+                return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags))
             if node.state == "committed" and node.hashkey is not None:
                 if writing:
                     raise fuse_error(errno.EROFS)  # committed content is an immutable object
@@ -577,7 +589,8 @@ class Operations(pyfuse3.Operations):
             raise self._fail(node, exc, "write") from None
         node.mtime_ns = time.time_ns()
         if staged.size >= START_AFTER and node.behind is None:
-            node.behind = WriteBehind(staged.pwrite, staged.size)  # big file: overlap hashing
+            # big file: overlap hashing; the path lets it start writeback early (a hint)
+            node.behind = WriteBehind(staged.pwrite, staged.size, getattr(staged, "path", None))
         return written
 
     async def _sync(self, node: FileNode, what: str) -> None:

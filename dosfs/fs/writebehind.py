@@ -11,10 +11,19 @@ Errors: the first failure is kept; the writer sees it at its next ``write()``, o
 bounded (``MAX_PENDING`` bytes per file); a writer beyond it waits.
 
 Small files never get a thread: write-behind starts once a file has ``START_AFTER`` bytes.
+
+Early writeback: every ``WRITEBACK_STEP`` bytes the thread asks the kernel to start writing the
+bytes already written to disk (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait).
+Why: a 1 GiB file stays below the dirty thresholds, so without it nothing reaches the disk
+before the ``fsync`` at close, and the writer waits ~0.35 s/GiB for it there. It is only a hint:
+durability still comes from that fsync, which reports any write error (the hint never reads or
+clears the file's error state: it goes through its own read-only descriptor).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -24,14 +33,44 @@ import trio
 
 START_AFTER = 4 << 20
 MAX_PENDING = 8 << 20
+WRITEBACK_STEP = 16 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def open_for_writeback(path: str | None) -> int | None:
+    """A read-only descriptor of the staging file for the writeback hint (None: no hint)."""
+    if path is None or _sync_file_range is None:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 class WriteBehind:
     """An ordered queue of pwrites on one staged object, drained by its own thread."""
 
-    def __init__(self, pwrite: Callable[[bytes, int], Any], end: int) -> None:
+    def __init__(
+        self, pwrite: Callable[[bytes, int], Any], end: int, path: str | None = None
+    ) -> None:
         self._pwrite = pwrite
         self.end = end  # the file size once every queued write is done
+        self._wb_fd = open_for_writeback(path)
+        self._wb_done = 0  # writeback was started for [0, _wb_done)
+        self._written = end  # highest end written by the thread
         self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
         self._token = trio.lowlevel.current_trio_token()
         self.error: BaseException | None = None
@@ -41,6 +80,12 @@ class WriteBehind:
         self._thread.start()
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._close_wb()
+
+    def _run(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
@@ -51,10 +96,28 @@ class WriteBehind:
                     self._pwrite(data, offset)
                 except BaseException as exc:  # noqa: BLE001 - reported to the writer later
                     self.error = exc
+                else:
+                    self._written = max(self._written, offset + len(data))
+                    if self._written - self._wb_done >= WRITEBACK_STEP:
+                        self._start_writeback()
             try:
                 self._token.run_sync_soon(self._done, len(data))
             except trio.RunFinishedError:
                 return
+
+    def _start_writeback(self) -> None:
+        fd, fn = self._wb_fd, _sync_file_range
+        if fd is None or fn is None:
+            return
+        if fn(fd, self._wb_done, self._written - self._wb_done, _SYNC_FILE_RANGE_WRITE) != 0:
+            self._close_wb()  # not supported here: no more hints
+            return
+        self._wb_done = self._written
+
+    def _close_wb(self) -> None:
+        fd, self._wb_fd = self._wb_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _done(self, size: int) -> None:
         self.pending -= size

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import random
 import re
@@ -255,6 +256,16 @@ def test_incoming_cp_dd_and_temp_rename(
     os.pwrite(fd, b"start", 0)
     os.close(fd)
     check_link(m.incoming / "sparse", b"start" + b"\0" * 995 + b"end", 1)
+    # a read-write handle keeps the page cache (write-only ones use direct_io): mmap works
+    fd = os.open(m.incoming / "mapped", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.ftruncate(fd, 4096)
+        with mmap.mmap(fd, 4096) as mapped:
+            mapped[:6] = b"mapped"
+            mapped.flush()
+    finally:
+        os.close(fd)
+    check_link(m.incoming / "mapped", b"mapped" + b"\0" * 4090, 1)
     c.close()
 
 

@@ -32,9 +32,11 @@ from dosfs.container.errors import (
 )
 from dosfs.fs import errors as fs_errors
 from dosfs.fs import operations as ops_module
+from dosfs.fs import writebehind
 from dosfs.fs.errors import ERRNO_TABLE, boundary, errno_for
 from dosfs.fs.nodes import BY_HASH_INODE, INCOMING_INODE, ROOT_INODE
 from dosfs.fs.operations import Operations, cursor_id
+from dosfs.fs.writebehind import WriteBehind
 from tests.fs.fake_engine import FakeEngine
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), umask=0o022, pid=1)
@@ -601,6 +603,19 @@ async def test_unlinked_while_open_is_not_committed(ops: Operations, engine: Fak
 
 
 @trio_test
+async def test_write_only_handles_bypass_the_page_cache(ops: Operations) -> None:
+    # direct_io spares the kernel a copy of every write; write-only handles cannot be mmap'ed,
+    # so they lose nothing by it, while a read-write handle keeps the page cache (mmap works)
+    fi, attr = await ops.create(INCOMING_INODE, b"wo", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+    assert fi.direct_io and not fi.keep_cache
+    fi_rw, _ = await ops.create(INCOMING_INODE, b"rw", 0o644, os.O_RDWR, CTX)
+    assert not fi_rw.direct_io
+    assert (await ops.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, CTX)).direct_io
+    assert not (await ops.open(attr.st_ino, os.O_RDWR, CTX)).direct_io
+    assert not (await ops.open(attr.st_ino, os.O_RDONLY, CTX)).direct_io
+
+
+@trio_test
 async def test_two_handles_commit_on_last_release(ops: Operations, engine: FakeEngine) -> None:
     fi, attr = await ops.create(INCOMING_INODE, b"shared", 0o644, os.O_WRONLY, CTX)
     fi2 = await ops.open(attr.st_ino, os.O_WRONLY, CTX)
@@ -808,3 +823,44 @@ async def test_write_behind_error_reaches_next_write_and_close(
     await ops.release(fi.fh)
     assert engine.commits == [] and engine.staged[0].state == "discarded"
     assert b"big" not in ops.incoming.children
+
+
+def test_write_behind_starts_writeback_early(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writebehind, "WRITEBACK_STEP", 1000)
+    path = tmp_path / "staging"
+    path.write_bytes(b"")
+    calls: list[tuple[int, int]] = []
+    real = writebehind._sync_file_range
+    assert real is not None  # Linux/glibc
+
+    def spy(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length))
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(writebehind, "_sync_file_range", spy)
+    data = os.urandom(5000)
+
+    def pwrite(buf: bytes, off: int) -> int:
+        return os.pwrite(fd, buf, off)
+
+    async def main() -> WriteBehind:
+        behind = writebehind.WriteBehind(pwrite, 0, str(path))
+        for off in range(0, len(data), 300):
+            await behind.write(data[off : off + 300], off)
+        await behind.drain()
+        behind.stop(wait=True)
+        return behind
+
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        behind = trio.run(main)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data
+    # consecutive ranges from 0, each started once at least WRITEBACK_STEP bytes were written
+    assert calls and calls[0][0] == 0 and all(n >= 1000 for _, n in calls)
+    assert all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:], strict=False))
+    assert behind._wb_fd is None  # its own descriptor is closed with the thread
+    assert behind.error is None
