@@ -40,6 +40,7 @@ from dosfs.fs.handles import (
     TreeDirHandle,
     WriteHandle,
 )
+from dosfs.fs.memory import Trimmer
 from dosfs.fs.nodes import (
     BY_HASH_INODE,
     BY_HASH_NAME,
@@ -69,6 +70,8 @@ OBJECT_TIMEOUT = 24 * 3600.0
 FIXED_TIMEOUT = 3600.0
 #: incoming/ entries: a file turns into a link at close, names come and go.
 INCOMING_TIMEOUT = 0.0
+#: Closing a compressed reader of at least this size returns freed heap memory to the OS.
+TRIM_AFTER = 8 << 20
 #: Reported block size: cp and friends size their buffers from it (1 MiB writes measured faster).
 BLOCK_SIZE = 1 << 20
 #: How many (hashkey, size) a by-hash listing fetches per worker-thread round trip.
@@ -151,6 +154,7 @@ class Operations(pyfuse3.Operations):
         self.files: HandleTable[ReadHandle | WriteHandle] = HandleTable()
         self.dirs: HandleTable[HashDirHandle | TreeDirHandle | RootDirHandle] = HandleTable()
         self._statfs: tuple[float, pyfuse3.StatvfsData] | None = None
+        self.trimmer = Trimmer()
 
     # ------------------------------------------------------------------ helpers
 
@@ -625,6 +629,8 @@ class Operations(pyfuse3.Operations):
             return
         if isinstance(handle, ReadHandle):
             handle.reader.close()
+            if handle.reader.compressed and handle.reader.size >= TRIM_AFTER:
+                self.trimmer.maybe_trim()  # its checkpoints were freed: give the pages back
             return
         node = handle.node
         node.open_count -= 1

@@ -31,8 +31,8 @@ from dosfs.container.errors import (
     NotExistent,
 )
 from dosfs.fs import errors as fs_errors
+from dosfs.fs import memory, writebehind
 from dosfs.fs import operations as ops_module
-from dosfs.fs import writebehind
 from dosfs.fs.errors import ERRNO_TABLE, boundary, errno_for
 from dosfs.fs.nodes import BY_HASH_INODE, INCOMING_INODE, ROOT_INODE
 from dosfs.fs.operations import Operations, cursor_id
@@ -864,3 +864,36 @@ def test_write_behind_starts_writeback_early(
     assert all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:], strict=False))
     assert behind._wb_fd is None  # its own descriptor is closed with the thread
     assert behind.error is None
+
+
+@trio_test
+async def test_closing_a_big_compressed_reader_trims_the_heap(
+    ops: Operations, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ops_module, "TRIM_AFTER", 1000)
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda pad: calls.append(pad) or 1)
+    small_comp = engine.add(b"x" * 999, packed=True, compressed=True)
+    plain = engine.add(os.urandom(5000))
+    comp = engine.add(b"y" * 5000, packed=True, compressed=True)
+    comp2 = engine.add(b"z" * 5000, packed=True, compressed=True)
+
+    async def open_close(hashkey: str) -> None:
+        ino = (await ops.lookup(BY_HASH_INODE, hashkey.encode(), CTX)).st_ino
+        await ops.release((await ops.open(ino, os.O_RDONLY, CTX)).fh)
+
+    await open_close(small_comp)
+    await open_close(plain)
+    assert calls == []  # only big compressed readers leave much freed memory behind
+    await open_close(comp)
+    assert calls == [0]
+    await open_close(comp2)
+    assert calls == [0]  # rate-limited
+    monkeypatch.setattr(memory, "MIN_INTERVAL", 0.0)
+    await open_close(comp2)
+    assert calls == [0, 0]
+
+
+def test_real_malloc_trim_is_callable() -> None:
+    assert memory._malloc_trim is not None  # glibc
+    assert memory.Trimmer().maybe_trim()
