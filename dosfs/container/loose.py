@@ -37,9 +37,11 @@ class StagedObject:
             pass  # only a hint for clean_storage
         self._hasher = new_hasher(layout.config.hash_type)
         self._hashed = 0  # bytes [0, _hashed) are in the hasher
-        self._sequential = True
+        self._appended = 0  # bytes [0, _appended) were written once, in order
+        self._sequential = True  # False: the hasher is abandoned, commit re-reads the file
         self._size = 0
         self._lock = threading.Lock()
+        self._hash_lock = threading.Lock()  # one hash_update at a time, outside _lock
         self._done = False
 
     @property
@@ -55,8 +57,12 @@ class StagedObject:
             raise ValueError("staged object is already committed or discarded")
         return self._fd
 
-    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> int:
-        """Write at `offset`; hashes on the fly while writes stay sequential."""
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int, hash: bool = True) -> int:
+        """Write at `offset`; hashes on the fly while writes stay sequential.
+
+        ``hash=False`` only writes: the caller feeds the same bytes, in order, to
+        `hash_update` (e.g. from another thread, so hashing overlaps the next write).
+        """
         if offset < 0:
             raise ValueError("negative offset")
         with self._lock:
@@ -69,14 +75,42 @@ class StagedObject:
                 if n == 0:  # pragma: no cover - regular files do not do this
                     raise OSError(errno.EIO, "pwrite wrote nothing")
                 written += n
-            if self._sequential:
-                if offset == self._hashed:
-                    self._hasher.update(view)
-                    self._hashed += total
-                elif total:
-                    self._sequential = False
+            if self._sequential and total:
+                if offset != self._appended:
+                    self._sequential = False  # overwrite or gap: hash again at commit
+                elif hash and self._hashed != self._appended:
+                    self._sequential = False  # unhashed bytes before it: hashing order lost
+                else:
+                    self._appended += total
+                    if hash:
+                        self._hasher.update(view)
+                        self._hashed += total
             self._size = max(self._size, offset + total)
             return total
+
+    def hash_update(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Feed bytes written with ``pwrite(hash=False)`` to the hasher, in order.
+
+        Only the next in-order bytes are accepted; anything else (or bytes not written once
+        in order) makes commit() re-read and hash the file instead. Hashing runs outside the
+        write lock, so it overlaps pwrites from another thread.
+        """
+        view = memoryview(data)
+        total = len(view)
+        with self._hash_lock:
+            with self._lock:
+                if self._done or not self._sequential or not total:
+                    return
+                if offset != self._hashed or offset + total > self._appended:
+                    self._sequential = False
+                    return
+            # no one else touches the hasher now: pwrite(hash=True) needs _hashed ==
+            # _appended, and commit uses it only when _hashed == _size (both false here)
+            self._hasher.update(view)
+            with self._lock:
+                self._hashed += total
+                if self._hashed > self._appended:
+                    self._sequential = False  # truncated meanwhile
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append (sequential convenience for streams)."""
@@ -95,6 +129,7 @@ class StagedObject:
             if size < self._hashed or (size > self._hashed and size > self._size):
                 # cut into hashed bytes, or a zero-filled extension: hash again at commit
                 self._sequential = False
+            self._appended = min(self._appended, size)
             self._size = size
 
     def fsync(self) -> None:

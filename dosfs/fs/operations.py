@@ -594,7 +594,12 @@ class Operations(pyfuse3.Operations):
         node.mtime_ns = time.time_ns()
         if staged.size >= START_AFTER and node.behind is None:
             # big file: overlap hashing; the path lets it start writeback early (a hint)
-            node.behind = WriteBehind(staged.pwrite, staged.size, getattr(staged, "path", None))
+            node.behind = WriteBehind(
+                staged.pwrite,
+                staged.size,
+                getattr(staged, "path", None),
+                getattr(staged, "hash_update", None),  # hashing on a second thread
+            )
         return written
 
     async def _sync(self, node: FileNode, what: str) -> None:

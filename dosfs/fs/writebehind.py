@@ -10,6 +10,12 @@ Errors: the first failure is kept; the writer sees it at its next ``write()``, o
 ``close()`` (flush drains the queue), and the file is never committed. In-flight data is
 bounded (``MAX_PENDING`` bytes per file); a writer beyond it waits.
 
+Two threads per file when the staged object can hash separately (``hash_update``): the
+writer thread does ``pwrite(hash=False)`` and hands the same buffer to a hasher thread (bounded
+queue) that feeds the sha256 in order, so the pwrite of chunk N+1 overlaps the hashing of chunk
+N (about +20% on a 1 GiB ``cp``). A write counts as done (``pending``) once it is hashed too,
+so ``drain()`` waits for both threads and commit finds the hash complete.
+
 Small files never get a thread: write-behind starts once a file has ``START_AFTER`` bytes.
 
 Early writeback: every ``WRITEBACK_STEP`` bytes the thread asks the kernel to start writing the
@@ -33,6 +39,7 @@ import trio
 
 START_AFTER = 4 << 20
 MAX_PENDING = 8 << 20
+HASH_QUEUE = 64  # buffers between the writer and the hasher thread (MAX_PENDING bounds bytes)
 WRITEBACK_STEP = 16 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -64,9 +71,14 @@ class WriteBehind:
     """An ordered queue of pwrites on one staged object, drained by its own thread."""
 
     def __init__(
-        self, pwrite: Callable[[bytes, int], Any], end: int, path: str | None = None
+        self,
+        pwrite: Callable[..., Any],
+        end: int,
+        path: str | None = None,
+        hash_update: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self._pwrite = pwrite
+        self._hash_update = hash_update
         self.end = end  # the file size once every queued write is done
         self._wb_fd = open_for_writeback(path)
         self._wb_done = 0  # writeback was started for [0, _wb_done)
@@ -76,6 +88,13 @@ class WriteBehind:
         self.error: BaseException | None = None
         self.pending = 0  # bytes queued or being written; touched only in the trio thread
         self._progress = trio.Event()
+        self._hash_queue: queue.Queue[tuple[bytes, int, bool] | None] = queue.Queue(HASH_QUEUE)
+        self._hasher: threading.Thread | None = None
+        if hash_update is not None:
+            self._hasher = threading.Thread(
+                target=self._hash_loop, name="dosfs-hasher", daemon=True
+            )
+            self._hasher.start()
         self._thread = threading.Thread(target=self._loop, name="dosfs-writer", daemon=True)
         self._thread.start()
 
@@ -84,6 +103,26 @@ class WriteBehind:
             self._run()
         finally:
             self._close_wb()
+            if self._hasher is not None:
+                self._hash_queue.put(None)
+
+    def _hash_loop(self) -> None:
+        assert self._hash_update is not None
+        while True:
+            job = self._hash_queue.get()
+            if job is None:
+                return
+            data, offset, written = job
+            if written and self.error is None:
+                try:
+                    self._hash_update(data, offset)
+                except BaseException as exc:  # noqa: BLE001 - reported to the writer later
+                    if self.error is None:
+                        self.error = exc
+            try:
+                self._token.run_sync_soon(self._done, len(data))
+            except trio.RunFinishedError:
+                pass  # keep draining: the writer thread may be blocked on the full queue
 
     def _run(self) -> None:
         while True:
@@ -91,15 +130,24 @@ class WriteBehind:
             if job is None:
                 return
             data, offset = job
+            written = False
             if self.error is None:
                 try:
-                    self._pwrite(data, offset)
+                    if self._hasher is not None:
+                        self._pwrite(data, offset, hash=False)
+                    else:
+                        self._pwrite(data, offset)
                 except BaseException as exc:  # noqa: BLE001 - reported to the writer later
-                    self.error = exc
+                    if self.error is None:
+                        self.error = exc
                 else:
+                    written = True
                     self._written = max(self._written, offset + len(data))
                     if self._written - self._wb_done >= WRITEBACK_STEP:
                         self._start_writeback()
+            if self._hasher is not None:
+                self._hash_queue.put((data, offset, written))  # it reports the write done
+                continue
             try:
                 self._token.run_sync_soon(self._done, len(data))
             except trio.RunFinishedError:
@@ -139,7 +187,9 @@ class WriteBehind:
                 await self._progress.wait()
 
     def stop(self, wait: bool = False) -> None:
-        """End the thread (after drain(), or with ``wait`` at shutdown)."""
-        self._queue.put(None)
+        """End the threads (after drain(), or with ``wait`` at shutdown)."""
+        self._queue.put(None)  # the writer thread passes it on to the hasher
         if wait:
             self._thread.join(timeout=30)
+            if self._hasher is not None:
+                self._hasher.join(timeout=30)

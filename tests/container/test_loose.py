@@ -157,3 +157,137 @@ def test_abandoned_detection(container: Container, folder: Path) -> None:
     container.clean_storage(sandbox_max_age=0)
     assert os.listdir(folder / "sandbox") == [os.path.basename(path)]
     s.discard()
+
+
+class HasherCount:
+    """Counts fresh hashers: commit() makes one only when it has to re-read the file."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = loose_mod.new_hasher
+
+        def counting(hash_type: str) -> object:
+            self.calls += 1
+            return real(hash_type)
+
+        monkeypatch.setattr(loose_mod, "new_hasher", counting)
+
+
+def test_split_hash_in_order_needs_no_rehash(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = container.new_staged_object()
+    count = HasherCount(monkeypatch)
+    chunks = [os.urandom(1000 + i) for i in range(5)]
+    offset = 0
+    for chunk in chunks:
+        assert s.pwrite(chunk, offset, hash=False) == len(chunk)
+        s.hash_update(chunk, offset)
+        offset += len(chunk)
+    s.pwrite(b"tail", offset)  # default pwrite keeps hashing after a caught-up hash_update
+    assert s.commit() == sha(b"".join(chunks) + b"tail")
+    assert count.calls == 0
+
+
+def test_split_hash_lagging_behind_writes(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All writes first, hashes after (the hasher thread lagging): still no re-read."""
+    s = container.new_staged_object()
+    count = HasherCount(monkeypatch)
+    s.pwrite(b"aaaa", 0, hash=False)
+    s.pwrite(b"bbbb", 4, hash=False)
+    s.hash_update(b"aaaa", 0)
+    s.hash_update(b"bbbb", 4)
+    assert s.commit() == sha(b"aaaabbbb")
+    assert count.calls == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["skipped", "interrupted", "out_of_order", "not_written", "overwrite", "hashing_write_early"],
+)
+def test_split_hash_falls_back_to_rehash(
+    container: Container, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    s = container.new_staged_object()
+    count = HasherCount(monkeypatch)
+    s.pwrite(b"aaaa", 0, hash=False)
+    s.pwrite(b"bbbb", 4, hash=False)
+    expected = b"aaaabbbb"
+    if case == "interrupted":
+        s.hash_update(b"aaaa", 0)
+    elif case == "out_of_order":
+        s.hash_update(b"bbbb", 4)
+        s.hash_update(b"aaaa", 0)
+    elif case == "not_written":
+        s.hash_update(b"aaaa", 0)
+        s.hash_update(b"bbbb", 4)
+        s.hash_update(b"cccc", 8)  # never written: must not enter the hash
+    elif case == "overwrite":
+        s.pwrite(b"XX", 2, hash=False)
+        s.hash_update(b"aaaa", 0)  # stale bytes: must not be trusted
+        s.hash_update(b"bbbb", 4)
+        expected = b"aaXXbbbb"
+    elif case == "hashing_write_early":
+        s.pwrite(b"cc", 8)  # hash=True while [0, 8) is not hashed yet
+        s.hash_update(b"aaaa", 0)
+        s.hash_update(b"bbbb", 4)
+        expected = b"aaaabbbbcc"
+    assert s.commit() == sha(expected)
+    assert count.calls == 1
+
+
+def test_split_hash_after_truncate(container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = container.new_staged_object()
+    HasherCount(monkeypatch)
+    s.pwrite(b"aaaabbbb", 0, hash=False)
+    s.truncate(4)
+    s.hash_update(b"aaaabbbb", 0)  # reaches past the cut: refused
+    assert s.commit() == sha(b"aaaa")
+
+
+def test_hash_update_after_commit_or_discard_is_ignored(container: Container) -> None:
+    s = container.new_staged_object()
+    s.pwrite(b"data", 0, hash=False)
+    assert s.commit() == sha(b"data")
+    s.hash_update(b"data", 0)  # a late hasher thread must not fail or change anything
+    d = container.new_staged_object()
+    d.pwrite(b"data", 0, hash=False)
+    d.discard()
+    d.hash_update(b"data", 0)
+    with pytest.raises(ValueError):
+        d.pwrite(b"x", 4, hash=False)
+
+
+def test_split_hash_concurrent_threads(container: Container) -> None:
+    """A writer thread and a hasher thread, as the mount's write-behind uses them."""
+    import queue
+    import threading
+
+    chunks = [os.urandom(64 * 1024) for _ in range(64)]
+    for stop_early in (False, True):
+        s = container.new_staged_object()
+        q: queue.Queue[tuple[bytes, int] | None] = queue.Queue(4)
+
+        def hasher(s: loose_mod.StagedObject, q: queue.Queue[tuple[bytes, int] | None]) -> None:
+            while (job := q.get()) is not None:
+                s.hash_update(*job)
+
+        t = threading.Thread(target=hasher, args=(s, q))
+        t.start()
+        offset = 0
+        for chunk in chunks:
+            s.pwrite(chunk, offset, hash=False)
+            q.put((chunk, offset))
+            offset += len(chunk)
+        if stop_early:
+            # commit while the hasher may still be busy: it must re-read, never mix
+            key = s.commit()
+            q.put(None)
+        else:
+            q.put(None)
+            t.join()
+            key = s.commit()
+        t.join()
+        assert key == sha(b"".join(chunks))
