@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dosfs.container import loose as _loose
 from dosfs.container.config import (
@@ -95,33 +95,27 @@ class Container:
     def layout(self) -> Layout:
         return self._layout or self._load()
 
+    def _part(self, name: str) -> Any:
+        """One of the parts `_load` builds together (loading the container on first use)."""
+        if self._layout is None:
+            self._load()
+        return getattr(self, name)
+
     @property
     def index(self) -> Index:
-        if self._index is None:
-            self._load()
-        assert self._index is not None
-        return self._index
+        return cast(Index, self._part("_index"))
 
     @property
     def pack_files(self) -> PackFiles:
-        if self._packs is None:
-            self._load()
-        assert self._packs is not None
-        return self._packs
+        return cast(PackFiles, self._part("_packs"))
 
     @property
     def lock(self) -> ContainerLock:
-        if self._lock is None:
-            self._load()
-        assert self._lock is not None
-        return self._lock
+        return cast(ContainerLock, self._part("_lock"))
 
     @property
     def chooser(self) -> PackChooser:
-        if self._chooser is None:
-            self._load()
-        assert self._chooser is not None
-        return self._chooser
+        return cast(PackChooser, self._part("_chooser"))
 
     def close(self) -> None:
         """Close SQLite connections and cached descriptors (the object stays usable)."""
