@@ -1,8 +1,10 @@
 """The dosfs engine: a synchronous, thread-safe, disk-objectstore 1.x compatible object store.
 
 Imports neither trio nor pyfuse3. Split by noun: config (layout, hash keys), index (packs.idx),
-loose (staged writes), packs (pack files), streams (readers), bulk (bulk reads, listing),
-packing (pack writes), maintenance (clean, repack, delete, validate), locks, container (facade).
+packstore (where pack bytes come from), resolve (the read protocol), readers (object readers and
+streams), bulk (bulk reads, listing), loose (staged writes), packs (appending to packs), packing
+(pack writes), maintenance (clean, delete), repack, validate, stats, locks, parts (what the
+operations work on) and container (the facade).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dosfs.container.errors import (
 )
 from dosfs.container.loose import StagedObject
 from dosfs.container.meta import (
+    CleanReport,
     CompressMode,
     ObjectCount,
     ObjectMeta,
@@ -28,9 +31,10 @@ from dosfs.container.meta import (
     TotalSize,
     ValidationReport,
 )
-from dosfs.container.streams import ObjectReader, ObjectStream
+from dosfs.container.readers import ObjectReader, ObjectStream
 
 __all__ = [
+    "CleanReport",
     "CompressMode",
     "Container",
     "CorruptObject",

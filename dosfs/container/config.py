@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,3 +266,27 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_container(folder: Path, config: ContainerConfig, clear: bool = False) -> None:
+    """Make `folder` an empty container: the four folders, packs.idx, then config.json last
+    (only then is the folder a container, so a crash halfway leaves no half container)."""
+    from dosfs.container.index import create_schema
+
+    if clear:
+        if folder.exists():
+            shutil.rmtree(folder)
+    else:
+        try:
+            read_config(folder)
+        except NotInitialised:
+            pass
+        else:
+            raise FileExistsError(f"{folder} is already a container")
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty; refusing to initialise it")
+    for name in (LOOSE_NAME, SANDBOX_NAME, DUPLICATES_NAME, PACKS_NAME):
+        (folder / name).mkdir()
+    create_schema(str(folder / INDEX_NAME))
+    write_config(folder, config)

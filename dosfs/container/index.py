@@ -7,24 +7,37 @@ Why it looks like this:
 - One read connection per thread, in autocommit mode (no implicit BEGIN), so every SELECT is its
   own short read transaction: a reader never pins an old snapshot and the WAL can checkpoint.
   Scans are keyset-paginated (`WHERE hashkey > ? ORDER BY hashkey LIMIT n`) for the same reason.
-- Lookups return SQLite's `data_version` of the same snapshot. The pack-file cache uses it to prove
-  that a cached pack descriptor and an index row belong together (see packs.PackFiles).
-- Writers use their own connection (never the thread's read connection), so that our own commits
-  also bump the readers' `data_version`.
+- Lookups return a *stamp*: SQLite's `data_version` of the same snapshot plus the serial number of
+  the connection that read it (`serial << 32`). `data_version` only means something on the
+  connection that produced it (a fresh connection restarts the counter), so the pack cache
+  compares stamps, never bare versions (see packstore.PackCache).
+- Writers use their own connection (never the thread's read connection), `synchronous=FULL`
+  (loose copies are deleted right after a commit: the commit must be on disk first), and
+  checkpoint passively after committing, so the main file holds what was committed even while
+  long-lived readers (the mount) keep the WAL open. No checkpoint ever waits for a reader.
+- A full disk: a reader needs `packs.idx-shm`, which SQLite cannot create or size on a full
+  disk. `keepalive()` (the mount calls it at start) keeps one connection open so the file
+  exists; without it, a read falls back to an immutable connection, valid exactly while no
+  usable `-shm` exists (nobody can commit without one) and the WAL is empty.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlite_utils
 
 from dosfs.container.errors import InvalidContainer
+
+log = logging.getLogger("dosfs.container")
 
 #: SQLite's historical default limit of bound parameters is 999; stay below it
 IN_CHUNK = 900
@@ -35,22 +48,31 @@ SCAN_MAX_ROWS = 2_000_000
 #: rows per page of a keyset-paginated scan
 PAGE = 2000
 BUSY_TIMEOUT_MS = 60_000
+#: the smallest usable wal-index (-shm) file
+SHM_MIN_SIZE = 32 * 1024
 
 _ROW_COLS = "compressed, size, offset, length, pack_id"
 SQL_LOOKUP = (
-    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) "
+    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ? "
     "FROM db_object WHERE hashkey = ?"
 )
-SQL_DATA_VERSION = "PRAGMA data_version"
+SQL_STAMP = "SELECT data_version + ? FROM pragma_data_version"
 SQL_INSERT = (
     "INSERT OR IGNORE INTO db_object (hashkey, compressed, size, offset, length, pack_id) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
-#: (compressed, size, offset, length, pack_id)
-Row = tuple[int, int, int, int, int]
+#: (compressed, size, offset, length, pack_id, stamp) as `lookup` returns it
+LookupRow = tuple[int, int, int, int, int, int]
 #: (hashkey, compressed, size, offset, length, pack_id)
 FullRow = tuple[str, int, int, int, int, int]
+#: (id, hashkey, compressed, size, offset, length) of one pack, as `iter_pack_rows` yields it
+PackRow = tuple[int, str, int, int, int, int]
+
+_SERIALS = itertools.count(1)
+#: connections inherited across a fork: never used again, and never closed either (closing a
+#: parent's SQLite connection in the child can disturb the parent's locks and WAL)
+_FORK_ORPHANS: list[sqlite3.Connection] = []
 
 
 def create_schema(path: str) -> None:
@@ -91,18 +113,47 @@ def _connect(path: str, cache_kib: int = 8192) -> sqlite3.Connection:
     return conn
 
 
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy committed WAL frames into the main file, as far as readers allow; never waits."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.OperationalError as exc:  # busy or full: the next commit tries again
+        log.debug("passive checkpoint skipped: %s", exc)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception), then a passive checkpoint."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    checkpoint(conn)
+
+
 class _ThreadState(threading.local):
     gen: int = -1
     conn: sqlite3.Connection | None = None
+    base: int = 0  # serial << 32 of conn: added to data_version to make a stamp
+    degraded: bool = False  # an immutable fallback connection (full disk, see module doc)
 
 
 _ALL_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    # SQLite connections must never cross a fork: make every thread open new ones.
+    # SQLite connections must never cross a fork: every thread opens new ones in the child.
     for index in list(_ALL_INDEXES):
         index._gen += 1
+        _FORK_ORPHANS.extend(conn for _thread, conn in index._conns)
+        if index._local.conn is not None:
+            _FORK_ORPHANS.append(index._local.conn)
+        if index._keepalive is not None:
+            _FORK_ORPHANS.append(index._keepalive)
+            index._keepalive = None
         index._conns = []
         index._lock = threading.Lock()
 
@@ -123,6 +174,7 @@ class Index:
         # next one is opened, so short-lived threads do not leak a connection (and its cache) each
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._checked = False
+        self._keepalive: sqlite3.Connection | None = None
         _ALL_INDEXES.add(self)
 
     # -- connections -------------------------------------------------------------------------
@@ -140,18 +192,57 @@ class Index:
                 elif conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     conn.execute("PRAGMA journal_mode = wal")
             except sqlite3.DatabaseError as exc:
-                raise InvalidContainer(f"{self.path}: not a usable SQLite index: {exc}") from exc
+                if not self._usable_immutably():
+                    raise InvalidContainer(
+                        f"{self.path}: not a usable SQLite index: {exc}"
+                    ) from exc
+                return  # full disk: readers fall back (see conn), nothing to check now
             finally:
                 conn.close()
         self._checked = True
+
+    def _usable_immutably(self) -> bool:
+        """True when nobody can have committed past the main file: no usable -shm (every
+        connection needs one) and no WAL frames."""
+        try:
+            if os.stat(self.path + "-shm").st_size >= SHM_MIN_SIZE:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            return os.stat(self.path + "-wal").st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def _open_reader(self, local: _ThreadState) -> sqlite3.Connection:
+        conn = _connect(self.path, self.cache_kib)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
+            local.degraded = False
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if not self._usable_immutably():
+                raise
+            log.warning("%s: %s; reading the index without its -shm (full disk?)", self.path, exc)
+            conn = sqlite3.connect(
+                f"file:{self.path}?immutable=1",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            local.degraded = True
+        return conn
 
     def conn(self) -> sqlite3.Connection:
         """This thread's read connection (autocommit; statements cached by sqlite3)."""
         local = self._local
         if local.gen == self._gen and local.conn is not None:
-            return local.conn
+            if not local.degraded or self._usable_immutably():
+                return local.conn
+            local.conn.close()  # a usable -shm appeared: reconnect normally
+            local.conn = None
         self._ensure()
-        conn = _connect(self.path, self.cache_kib)
+        conn = self._open_reader(local)
         with self._lock:
             finished = [c for t, c in self._conns if not t.is_alive()]
             self._conns = [(t, c) for t, c in self._conns if t.is_alive()]
@@ -159,38 +250,58 @@ class Index:
         for old in finished:
             old.close()
         local.conn = conn
+        local.base = next(_SERIALS) << 32
         local.gen = self._gen
         return conn
 
     def write_conn(self) -> sqlite3.Connection:
         """A new connection for one write operation; the caller closes it."""
         self._ensure()
-        return _connect(self.path, cache_kib=65536)
+        conn = _connect(self.path, cache_kib=65536)
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def keepalive(self) -> None:
+        """Hold one connection for the life of this object, so that -shm and -wal exist and
+        reads keep working when the disk fills up later (a long-running daemon calls this)."""
+        if self._keepalive is None:
+            self._ensure()
+            conn = _connect(self.path, cache_kib=64)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._keepalive = conn
+
+    def checkpoint(self) -> None:
+        """A passive checkpoint on this thread's connection (never waits for readers)."""
+        checkpoint(self.conn())
 
     def close(self) -> None:
         """Close every connection this object opened (all threads)."""
         with self._lock:
             conns, self._conns = self._conns, []
             self._gen += 1
-        for _thread, conn in conns:
+            keep, self._keepalive = self._keepalive, None
+        for conn in [c for _t, c in conns] + ([keep] if keep is not None else []):
             try:
                 conn.close()
             except sqlite3.Error:
                 pass
 
     # -- single lookups ----------------------------------------------------------------------
-    def lookup(self, hashkey: str) -> tuple[int, int, int, int, int, int] | None:
-        """(compressed, size, offset, length, pack_id, data_version) or None."""
-        return self.conn().execute(SQL_LOOKUP, (hashkey,)).fetchone()  # type: ignore[no-any-return]
+    def lookup(self, hashkey: str) -> LookupRow | None:
+        """(compressed, size, offset, length, pack_id, stamp) or None."""
+        conn = self.conn()
+        return conn.execute(SQL_LOOKUP, (self._local.base, hashkey)).fetchone()  # type: ignore[no-any-return]
 
-    def data_version(self) -> int:
-        return int(self.conn().execute(SQL_DATA_VERSION).fetchone()[0])
+    def stamp(self) -> int:
+        """The current stamp of this thread's connection (see the module docstring)."""
+        conn = self.conn()
+        return int(conn.execute(SQL_STAMP, (self._local.base,)).fetchone()[0])
 
     # -- bulk lookups ------------------------------------------------------------------------
     def lookup_many(self, hashkeys: Sequence[str]) -> tuple[list[FullRow], int]:
         """Rows (hashkey, compressed, size, offset, length, pack_id) of the given (valid,
-        distinct) keys from ONE short read transaction, plus its data_version, so every row
-        and the version belong to the same snapshot.
+        distinct) keys from ONE short read transaction, plus its stamp, so every row and the
+        stamp belong to the same snapshot.
 
         Keys are probed with IN queries of 900; when they are a large part of a not-too-big
         table, one sequential scan of the table is cheaper (a probe costs ~3 µs, a scanned
@@ -215,10 +326,10 @@ class Index:
                     f"({','.join('?' * len(chunk))})"
                 )
                 found += conn.execute(sql, chunk).fetchall()
-            version = int(conn.execute(SQL_DATA_VERSION).fetchone()[0])
+            stamp = int(conn.execute(SQL_STAMP, (self._local.base,)).fetchone()[0])
         finally:
             conn.execute("COMMIT")
-        return found, version
+        return found, stamp
 
     def existing(self, hashkeys: Iterable[str], conn: sqlite3.Connection | None = None) -> set[str]:
         """The subset of keys present in the index (chunked IN queries, or one scan of the
@@ -268,7 +379,7 @@ class Index:
                 return
             cursor = rows[-1][0]
 
-    def iter_pack_rows(self, pack_id: int, page: int = PAGE) -> Iterator[tuple[Any, ...]]:
+    def iter_pack_rows(self, pack_id: int, page: int = PAGE) -> Iterator[PackRow]:
         """(id, hashkey, compressed, size, offset, length) of one pack in offset order.
 
         There is no index on (pack_id, offset), so the rows are first copied (one statement,
@@ -290,7 +401,7 @@ class Index:
                     (last, page),
                 ).fetchall()
                 for row in rows:
-                    yield tuple(row[1:])
+                    yield row[1:]
                 if len(rows) < page:
                     return
                 last = rows[-1][0]
@@ -305,6 +416,14 @@ class Index:
         conn = _connect(self.path)
         conn.execute("PRAGMA temp_store = FILE")
         return conn
+
+    def pack_in_use(self, pack_id: int) -> bool:
+        return (
+            self.conn()
+            .execute("SELECT 1 FROM db_object WHERE pack_id = ? LIMIT 1", (pack_id,))
+            .fetchone()
+            is not None
+        )
 
     # -- aggregates --------------------------------------------------------------------------
     def count(self) -> int:
@@ -337,24 +456,16 @@ class Index:
         }
 
     # -- writes ------------------------------------------------------------------------------
-    def insert_rows(
-        self, rows: Sequence[tuple[str, int, int, int, int, int]], conn: sqlite3.Connection
-    ) -> None:
+    def insert_rows(self, rows: Sequence[FullRow], conn: sqlite3.Connection) -> None:
         """Insert (hashkey, compressed, size, offset, length, pack_id) rows in one transaction;
         keys already present are ignored (the unique index decides)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             conn.executemany(SQL_INSERT, rows)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def delete_hashkeys(self, hashkeys: Sequence[str], conn: sqlite3.Connection) -> set[str]:
         """Remove rows for these keys in one transaction; returns the keys that had rows."""
         deleted: set[str] = set()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for start in range(0, len(hashkeys), IN_CHUNK):
                 chunk = list(hashkeys[start : start + IN_CHUNK])
                 marks = ",".join("?" * len(chunk))
@@ -365,16 +476,22 @@ class Index:
                     )
                 )
                 conn.execute(f"DELETE FROM db_object WHERE hashkey IN ({marks})", chunk)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return deleted
 
+    def execute_write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement in its own write transaction, on a connection of its own."""
+        conn = self.write_conn()
+        try:
+            with write_transaction(conn):
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+
     def vacuum(self) -> None:
+        """VACUUM, then a passive checkpoint (a truncating one would wait for every reader)."""
         conn = self.write_conn()
         try:
             conn.execute("VACUUM")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint(conn)
         finally:
             conn.close()

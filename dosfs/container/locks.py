@@ -15,10 +15,30 @@ import fcntl
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dosfs.container.errors import LockedError
+
+_ALL_LOCKS: weakref.WeakSet[ContainerLock] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A forked child does not hold its parent's lock: its copy of the descriptor would keep the
+    # flock alive after the parent releases it, so it is closed here.
+    for lock in list(_ALL_LOCKS):
+        fd, lock._fd = lock._fd, -1
+        lock._depth = 0
+        lock._thread_lock = threading.RLock()
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class ContainerLock:
@@ -29,6 +49,7 @@ class ContainerLock:
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._fd = -1
+        _ALL_LOCKS.add(self)
 
     def holder(self) -> str:
         """What the current holder wrote into the lock file ('' if unknown)."""

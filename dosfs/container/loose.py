@@ -1,12 +1,17 @@
 """Loose objects: staged writes in sandbox/ and atomic publication into loose/.
 
 A write goes to a fresh file in sandbox/ (O_EXCL, random name) and is hashed as it streams in;
-commit = fsync the file, rename it to `loose/<prefix>/<rest>` (atomic; a file already there has
-the same content, so a duplicate costs nothing) and fsync the folder that received the entry.
-Any failure removes the staging file, so nothing partial is ever visible under loose/.
+commit = fsync the file, rename it to `loose/<prefix>/<rest>` (atomic) and fsync the folder that
+received the entry. A file already at that name is trusted only if it is intact (same size, and
+for small objects the same hash; a big one is simply replaced, which costs less than hashing
+it), so re-adding content repairs a corrupt loose copy. Any failure removes the staging file, so
+nothing partial is ever visible under loose/.
 
 Every staging file is flock()ed by its writer while open, so `clean_storage` can tell an
-abandoned file (writer crashed: lock gone) from one being written right now.
+abandoned file (writer crashed: lock gone) from one being written right now. A writer that has
+decided a staging file is complete but may not get to commit it (the mount, for writes through
+a mapping after close) renames it to `*.dosfs-complete`; `recover_complete` commits such files
+once their writer is gone.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from typing import Any
 from dosfs.container.config import Layout, fsync_dir, new_hasher
 
 CHUNK = 1024 * 1024
+STAGED_SUFFIX = ".dosfs-staged"
+COMPLETE_SUFFIX = ".dosfs-complete"
+#: an existing loose file of the right size up to this size is hashed before it is trusted;
+#: a bigger one is replaced by the new copy (a rename costs less than hashing it)
+VERIFY_EXISTING_MAX = 1024 * 1024
 
 
 class StagedObject:
@@ -29,7 +39,7 @@ class StagedObject:
 
     def __init__(self, layout: Layout) -> None:
         self._layout = layout
-        self.path = os.path.join(layout.sandbox, f"{uuid.uuid4().hex}.dosfs-staged")
+        self.path = os.path.join(layout.sandbox, f"{uuid.uuid4().hex}{STAGED_SUFFIX}")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,13 +79,15 @@ class StagedObject:
             fd = self._check()
             view = memoryview(data)
             total = len(view)
+            if not total:
+                return 0  # a zero-length write never extends a file (POSIX)
             written = 0
             while written < total:
                 n = os.pwrite(fd, view[written:], offset + written)
                 if n == 0:  # pragma: no cover - regular files do not do this
                     raise OSError(errno.EIO, "pwrite wrote nothing")
                 written += n
-            if self._sequential and total:
+            if self._sequential:
                 if offset != self._appended:
                     self._sequential = False  # overwrite or gap: hash again at commit
                 elif hash and self._hashed != self._appended:
@@ -149,6 +161,17 @@ class StagedObject:
             offset += len(chunk)
         return str(hasher.hexdigest())
 
+    def mark_complete(self) -> None:
+        """Say the staged bytes are a complete object (fsync first): if this writer dies before
+        commit(), `recover_complete` commits them."""
+        with self._lock:
+            self._check()
+            if self.path.endswith(COMPLETE_SUFFIX):
+                return
+            path = self.path[: -len(STAGED_SUFFIX)] + COMPLETE_SUFFIX
+            os.rename(self.path, path)
+            self.path = path
+
     def commit(self) -> str:
         """fsync, hash, rename into loose/, fsync the folder; closes this staged object."""
         with self._lock:
@@ -156,7 +179,7 @@ class StagedObject:
             try:
                 os.fsync(self._fd)
                 hashkey = self._digest()
-                publish(self._layout, self.path, hashkey)
+                publish(self._layout, self.path, hashkey, self._size)
             except BaseException:
                 self._finish(remove=True)
                 raise
@@ -194,22 +217,78 @@ class StagedObject:
                 pass
 
 
-def publish(layout: Layout, staged_path: str, hashkey: str) -> None:
-    """Move a complete, fsynced staging file to its loose place, durably."""
+def publish(layout: Layout, staged_path: str, hashkey: str, size: int) -> None:
+    """Move a complete, fsynced staging file to its loose place, durably; an intact file
+    already there is kept (the staging file is dropped), a damaged one is replaced."""
     target = layout.loose_path(hashkey)
-    if os.path.exists(target):
-        os.unlink(staged_path)  # same content already there
+    if _intact(target, hashkey, size, layout.config.hash_type):
+        os.unlink(staged_path)  # the same content is already there
         return
+    place(layout, staged_path, hashkey)
+
+
+def place(layout: Layout, path: str, hashkey: str) -> None:
+    """rename() `path` to the loose name of `hashkey` (replacing whatever is there), creating
+    the shard folder if needed, and fsync the folders whose entries changed."""
     shard = layout.loose_shard(hashkey)
-    if layout.prefix_len:
+    if layout.prefix_len and not os.path.isdir(shard):
         try:
             os.mkdir(shard)
         except FileExistsError:
             pass
         else:
             fsync_dir(layout.loose)
-    os.rename(staged_path, target)
+    os.rename(path, layout.loose_path(hashkey))
     fsync_dir(shard)
+
+
+def _intact(path: str, hashkey: str, size: int, hash_type: str) -> bool:
+    """Whether the loose file at `path` can be trusted to hold `size` bytes hashing to
+    `hashkey` (False: replace it). Big files of the right size are not hashed (False too)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if st.st_size != size or size > VERIFY_EXISTING_MAX:
+        return False
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            data = handle.readall()
+    except OSError:
+        return False
+    hasher = new_hasher(hash_type)
+    hasher.update(data)
+    return bool(hasher.hexdigest() == hashkey)
+
+
+def file_digest(path: str, hash_type: str) -> str:
+    """Hash of a file's content, read in chunks (memory flat)."""
+    hasher = new_hasher(hash_type)
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+    return str(hasher.hexdigest())
+
+
+def recover_complete(layout: Layout) -> list[str]:
+    """Commit `*.dosfs-complete` staging files whose writer is gone; returns their keys."""
+    recovered: list[str] = []
+    for name in sandbox_entries(layout):
+        if not name.endswith(COMPLETE_SUFFIX):
+            continue
+        path = os.path.join(layout.sandbox, name)
+        if not is_abandoned(path, 0.0, float("inf")):
+            continue
+        try:
+            hashkey = file_digest(path, layout.config.hash_type)
+            size = os.stat(path).st_size
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            continue
+        publish(layout, path, hashkey, size)
+        recovered.append(hashkey)
+    return recovered
 
 
 def write_stream(layout: Layout, stream: Any) -> str:

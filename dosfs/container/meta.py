@@ -60,7 +60,7 @@ class _DictLike:
         return {k: getattr(self, k) for k in self.keys()}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ObjectMeta(_DictLike):
     """Where and how an object is stored."""
 
@@ -107,6 +107,8 @@ class ValidationReport(_DictLike):
     missing_pack_files: list[int] = field(default_factory=list)
     #: hash keys whose row points past the end of its pack file
     rows_past_end_of_pack: list[str] = field(default_factory=list)
+    #: hash keys whose row cannot describe bytes (negative offset, length or size)
+    invalid_rows_packed: list[str] = field(default_factory=list)
     #: loose files whose name is not a valid hash key (e.g. wrong length)
     invalid_loose_names: list[str] = field(default_factory=list)
     # -- warnings ---------------------------------------------------------------------------
@@ -118,6 +120,8 @@ class ValidationReport(_DictLike):
     unreferenced_pack_files: list[str] = field(default_factory=list)
     #: files in duplicates/ (clean_storage resolves them)
     duplicates: list[str] = field(default_factory=list)
+    #: files an interrupted repack left in packs/ (`N.dosfs-repack`; clean_storage removes them)
+    repack_leftovers: list[str] = field(default_factory=list)
     #: objects checked
     checked_loose: int = 0
     checked_packed: int = 0
@@ -130,9 +134,16 @@ class ValidationReport(_DictLike):
         "unreadable_packed",
         "missing_pack_files",
         "rows_past_end_of_pack",
+        "invalid_rows_packed",
         "invalid_loose_names",
     )
-    WARNINGS = ("sandbox_leftovers", "pack_lock_files", "unreferenced_pack_files", "duplicates")
+    WARNINGS = (
+        "sandbox_leftovers",
+        "pack_lock_files",
+        "unreferenced_pack_files",
+        "duplicates",
+        "repack_leftovers",
+    )
 
     def is_valid(self) -> bool:
         return not any(getattr(self, name) for name in self.ERRORS)
@@ -153,3 +164,21 @@ class ValidationReport(_DictLike):
             "OK" if self.is_valid() else "PROBLEMS FOUND"
         )
         return "\n".join([head, *lines])
+
+
+@dataclass
+class CleanReport(_DictLike):
+    """What `clean_storage` did."""
+
+    #: loose copies of packed objects removed
+    loose_removed: int = 0
+    #: abandoned staging files removed from sandbox/
+    sandbox_removed: list[str] = field(default_factory=list)
+    #: complete staging files of a dead writer committed as loose objects (their keys)
+    recovered: list[str] = field(default_factory=list)
+    #: objects whose duplicates/ files were resolved
+    duplicates: list[str] = field(default_factory=list)
+    #: stale pack locks of dead dosfs processes removed
+    pack_locks_removed: list[str] = field(default_factory=list)
+    #: files of an interrupted repack removed from packs/
+    repack_leftovers_removed: list[str] = field(default_factory=list)

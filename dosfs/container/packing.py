@@ -17,16 +17,14 @@ import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dosfs.container import loose as _loose
 from dosfs.container.config import new_hasher
 from dosfs.container.errors import InconsistentContent
 from dosfs.container.meta import CompressMode
 from dosfs.container.packs import PackAppender
-
-if TYPE_CHECKING:
-    from dosfs.container.container import Container
+from dosfs.container.parts import Parts
 
 CHUNK = 1024 * 1024
 SAMPLE = 64 * 1024
@@ -49,10 +47,10 @@ def worth_compressing(sample: bytes | memoryview) -> bool:
 class PackSession:
     """Appends objects to packs with rollover and batched durable commits."""
 
-    def __init__(self, container: Container, on_commit: Callable[[list[str]], None] | None = None):
-        self.container = container
-        self.layout = container.layout
-        self.index = container.index
+    def __init__(self, parts: Parts, on_commit: Callable[[list[str]], None] | None = None):
+        self.parts = parts
+        self.layout = parts.layout
+        self.index = parts.index
         self.level = self.layout.config.compression_level
         self.target = self.layout.config.pack_size_target
         self.conn = self.index.write_conn()
@@ -69,7 +67,7 @@ class PackSession:
             self.finish_pack()
             app = None
         if app is None:
-            app = PackAppender(self.layout, self.container.chooser.choose())
+            app = PackAppender(self.layout, self.parts.chooser.choose())
             self.app = app
         return app
 
@@ -112,9 +110,11 @@ class PackSession:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.close(ok=exc_type is None)
 
-    def _added(self, hashkey: str, compressed: bool, size: int, offset: int, length: int) -> None:
-        assert self.app is not None
-        self.rows.append((hashkey, int(compressed), size, offset, length, self.app.pack_id))
+    def _added(
+        self, app: PackAppender, hashkey: str, compressed: bool, size: int, offset: int
+    ) -> None:
+        length = app.tell() - offset
+        self.rows.append((hashkey, int(compressed), size, offset, length, app.pack_id))
         self.pending.add(hashkey)
         self.uncommitted_bytes += length
         if len(self.rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
@@ -153,7 +153,7 @@ class PackSession:
         offset = app.tell()
         data = zlib.compress(content, self.level) if compress else content
         app.write(data)
-        self._added(hashkey, compress, len(content), offset, len(data))
+        self._added(app, hashkey, compress, len(content), offset)
 
     def write_stream(
         self,
@@ -193,19 +193,17 @@ class PackSession:
         if hashkey in self.pending or self.index.lookup(hashkey) is not None:
             app.truncate_to(offset)  # already stored: leave no hole
             return hashkey
-        self._added(hashkey, compress, size, offset, app.tell() - offset)
+        self._added(app, hashkey, compress, size, offset)
         return hashkey
 
 
-def add_bytes_to_packs(
-    container: Container, contents: Sequence[bytes], mode: CompressMode
-) -> list[str]:
+def add_bytes_to_packs(parts: Parts, contents: Sequence[bytes], mode: CompressMode) -> list[str]:
     """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit."""
-    hash_fn = getattr(hashlib, container.layout.config.hash_type)
+    hash_fn = getattr(hashlib, parts.hash_type)
     keys = [hash_fn(content).hexdigest() for content in contents]
     if not keys:
         return keys
-    known = container.index.existing(keys)
+    known = parts.index.existing(keys)
 
     def todo() -> Iterator[tuple[str, bytes, bool]]:
         fixed = mode is CompressMode.YES
@@ -218,17 +216,17 @@ def add_bytes_to_packs(
             else:
                 yield hashkey, content, fixed
 
-    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+    with parts.lock.hold("write objects to packs"), PackSession(parts) as session:
         session.write_many(todo())
     return keys
 
 
 def add_streams_to_packs(
-    container: Container, streams: Sequence[Any], mode: CompressMode, open_streams: bool
+    parts: Parts, streams: Sequence[Any], mode: CompressMode, open_streams: bool
 ) -> list[str]:
     """Streams straight into packs; each is read in 1 MiB chunks (memory flat)."""
     keys: list[str] = []
-    with container.lock.hold("write objects to packs"), PackSession(container) as session:
+    with parts.lock.hold("write objects to packs"), PackSession(parts) as session:
         for item in streams:
             if open_streams:
                 with item as stream:
@@ -238,8 +236,8 @@ def add_streams_to_packs(
     return keys
 
 
-def _remove_loose(container: Container, keys: Iterable[str]) -> None:
-    layout = container.layout
+def _remove_loose(parts: Parts, keys: Iterable[str]) -> None:
+    layout = parts.layout
     for hashkey in keys:
         try:
             os.unlink(layout.loose_path(hashkey))
@@ -248,7 +246,7 @@ def _remove_loose(container: Container, keys: Iterable[str]) -> None:
 
 
 def pack_all_loose(
-    container: Container,
+    parts: Parts,
     mode: CompressMode,
     validate_objects: bool = True,
     callback: Callable[[str, Any], None] | None = None,
@@ -256,21 +254,21 @@ def pack_all_loose(
 ) -> None:
     """Pack every loose object not yet packed, in rounds (memory flat for millions).
     Loose files are removed (with clean_loose) only after their rows are committed."""
-    layout = container.layout
+    layout = parts.layout
     if mode is CompressMode.KEEP:
         mode = CompressMode.NO  # loose objects are never compressed
-    on_commit = (lambda keys: _remove_loose(container, keys)) if clean_loose else None
-    with container.lock.hold("pack loose objects"):
+    on_commit = (lambda keys: _remove_loose(parts, keys)) if clean_loose else None
+    with parts.lock.hold("pack loose objects"):
         if callback:
-            total = sum(len(_loose.list_shard(layout, s)) for s in _loose.list_shards(layout))
+            total = sum(1 for _ in _loose.iter_loose(layout))
             callback("init", {"total": total, "description": "Packing loose objects"})
-        with PackSession(container, on_commit=on_commit) as session:
+        with PackSession(parts, on_commit=on_commit) as session:
             round_keys: list[str] = []
 
             def run_round() -> None:
-                known = container.index.existing(round_keys, session.conn)
+                known = parts.index.existing(round_keys, session.conn)
                 if clean_loose and known:
-                    _remove_loose(container, known)
+                    _remove_loose(parts, known)
                 for hashkey in round_keys:
                     if hashkey in known:
                         continue

@@ -1,16 +1,5 @@
-"""Pack files: cached read descriptors that can never serve another file's bytes, and appending.
-
-Reading. A packed object is one `os.pread` on a cached pack descriptor. The danger of caching is
-that a pack file can be *replaced* (a repack writes a new file under the same number, by any
-process, dosfs or disk-objectstore). Every repack moves the rows away from a pack (a commit)
-before it removes or replaces the file, and moves them back (another commit) only after the new
-file is in place. So if a cached descriptor was checked against the file on disk (st_dev, st_ino)
-while the index was at `data_version` V, it is the right file for every row read at the same V.
-Cache entries remember that V (per thread, like the connection whose version it is); when the
-version moved on, the entry is re-checked with one `os.stat`, bracketed by a second look at
-`data_version` (if a commit slipped in between, the caller re-reads the row). A descriptor is a
-refcounted object, closed only when nobody (cache or open reader) holds it any more, so a reader
-that pinned it keeps reading the file it resolved even after the cache moved on.
+"""Writing pack files: appending under the pack's lock file, and choosing the pack to append to.
+(Reading pack bytes goes through packstore.py.)
 
 Appending follows disk-objectstore: `packs/N.lock` created with O_EXCL (we write our pid and host
 into it, so a lock left by a crashed dosfs process is recognised and removed), append, fsync the
@@ -22,107 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Callable
 
-from dosfs.container.config import REPACK_PACK_ID, Layout, fsync_dir, is_valid_pack_name
+from dosfs.container.config import REPACK_PACK_ID, Layout, fsync_dir
 from dosfs.container.errors import LockedError
+from dosfs.container.packstore import list_pack_ids
 
 #: private files that become pack locks by link(); a crash can leave one behind
 TMP_LOCK_PREFIX = ".dosfs-lock."
 #: appends are buffered into writes of this size
 WRITE_BUFFER = 8 * 1024 * 1024
-
-
-class PackFd:
-    """An open pack file descriptor closed when the last reference goes away."""
-
-    __slots__ = ("fd", "dev", "ino", "pack_id", "__weakref__")
-
-    def __init__(self, fd: int, dev: int, ino: int, pack_id: int | None) -> None:
-        self.fd = fd
-        self.dev = dev
-        self.ino = ino
-        self.pack_id = pack_id
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def __del__(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-class _Local(threading.local):
-    gen: int = -1
-    cache: dict[int, tuple[PackFd, int]]
-
-
-class PackFiles:
-    """Per-thread cache of pack descriptors, validated against the index's data_version."""
-
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        self._local = _Local()
-        self._gen = 0
-
-    def clear(self) -> None:
-        """Forget every cached descriptor (all threads, lazily)."""
-        self._gen += 1
-
-    def _cache(self) -> dict[int, tuple[PackFd, int]]:
-        local = self._local
-        if local.gen != self._gen:
-            local.cache = {}
-            local.gen = self._gen
-        return local.cache
-
-    def get(self, pack_id: int, version: int, data_version: Callable[[], int]) -> PackFd | None:
-        """The descriptor of `pack_id` valid for rows read at index `version`.
-
-        Returns None when the index changed while checking: the caller must re-read its row.
-        Raises FileNotFoundError when the pack file does not exist."""
-        cache = self._cache()
-        entry = cache.get(pack_id)
-        if entry is not None and entry[1] == version:
-            return entry[0]
-        path = self.layout.pack_path(pack_id)
-        st = os.stat(path)
-        if entry is not None and entry[0].dev == st.st_dev and entry[0].ino == st.st_ino:
-            pfd = entry[0]
-        else:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            fst = os.fstat(fd)
-            pfd = PackFd(fd, fst.st_dev, fst.st_ino, pack_id)
-            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                return None  # replaced between stat and open: start again
-        if data_version() != version:
-            cache.pop(pack_id, None)
-            return None
-        cache[pack_id] = (pfd, version)
-        return pfd
-
-    def forget(self, pack_id: int) -> None:
-        self._cache().pop(pack_id, None)
-
-    def open_uncached(self, pack_id: int) -> PackFd:
-        fd = os.open(self.layout.pack_path(pack_id), os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        return PackFd(fd, st.st_dev, st.st_ino, pack_id)
-
-
-def list_pack_ids(layout: Layout) -> list[int]:
-    """Pack ids present in packs/ (the names disk-objectstore would list), sorted."""
-    try:
-        names = os.listdir(layout.packs)
-    except FileNotFoundError:
-        return []
-    return sorted(int(n) for n in names if is_valid_pack_name(n))
 
 
 def _lock_owner_text() -> bytes:
@@ -188,32 +86,16 @@ def remove_stale_pack_locks(layout: Layout) -> list[str]:
     return removed
 
 
-class PackAppender:
-    """Appends to one pack under its O_EXCL lock file; buffered; `sync()` makes it durable."""
+class PackLock:
+    """`packs/N.lock`, created with its owner text in one step (a private file, then link(),
+    which fails atomically if the lock exists), so a crash never leaves an anonymous lock that
+    only a human can clear. A lock left by a dead dosfs process on this host is taken over."""
 
     def __init__(self, layout: Layout, pack_id: int) -> None:
-        self.layout = layout
         self.pack_id = pack_id
-        self.lock_path = layout.pack_lock_path(pack_id)
-        self._take_lock()
-        path = layout.pack_path(pack_id)
-        try:
-            self.created = not os.path.exists(path)
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-            self.start = os.fstat(self.fd).st_size
-        except BaseException:
-            self._drop_lock()
-            raise
-        self._flushed = self.start
-        self._buf = bytearray()
-        self._closed = False
-
-    def _take_lock(self) -> None:
-        # The lock must appear WITH its owner text (a crash between creating and writing it would
-        # leave an anonymous lock that only a human can clear): write a private file, then
-        # link() it to the lock name, which fails atomically if the lock exists.
+        self.path = layout.pack_lock_path(pack_id)
         name = f"{TMP_LOCK_PREFIX}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}"
-        tmp = os.path.join(self.layout.packs, name)
+        tmp = os.path.join(layout.packs, name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, _lock_owner_text())
@@ -222,27 +104,53 @@ class PackAppender:
         try:
             for _attempt in range(2):
                 try:
-                    os.link(tmp, self.lock_path)
+                    os.link(tmp, self.path)
                     return
                 except FileExistsError:
-                    if not _stale_dosfs_lock(self.lock_path):
+                    if not _stale_dosfs_lock(self.path):
                         break
                     try:
-                        os.unlink(self.lock_path)
+                        os.unlink(self.path)
                     except FileNotFoundError:
                         pass
             raise LockedError(
-                f"pack {self.pack_id} is locked by another writer ({self.lock_path} exists); "
+                f"pack {pack_id} is locked by another writer ({self.path} exists); "
                 "if no process is writing to this container, remove that file"
             )
         finally:
             os.unlink(tmp)
 
-    def _drop_lock(self) -> None:
+    def release(self) -> None:
         try:
-            os.unlink(self.lock_path)
+            os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+    def __enter__(self) -> PackLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class PackAppender:
+    """Appends to one pack under its lock file; buffered; `sync()` makes it durable."""
+
+    def __init__(self, layout: Layout, pack_id: int) -> None:
+        self.layout = layout
+        self.pack_id = pack_id
+        self._lock = PackLock(layout, pack_id)
+        path = layout.pack_path(pack_id)
+        try:
+            self.created = not os.path.exists(path)
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self.start = os.fstat(self.fd).st_size
+        except BaseException:
+            self._lock.release()
+            raise
+        self._flushed = self.start
+        self._buf = bytearray()
+        self._closed = False
 
     def tell(self) -> int:
         """Absolute offset where the next byte goes."""
@@ -294,7 +202,7 @@ class PackAppender:
             self.flush()
         finally:
             os.close(self.fd)
-            self._drop_lock()
+            self._lock.release()
 
     def abort(self) -> None:
         """Give up: cut what we appended (nothing of it is in the index) and release."""
@@ -310,7 +218,7 @@ class PackAppender:
                     raise
         finally:
             os.close(self.fd)
-            self._drop_lock()
+            self._lock.release()
             if self.created and self.start == 0:
                 try:
                     if os.path.getsize(self.layout.pack_path(self.pack_id)) == 0:
@@ -355,8 +263,6 @@ __all__ = [
     "REPACK_PACK_ID",
     "PackAppender",
     "PackChooser",
-    "PackFd",
-    "PackFiles",
     "list_pack_ids",
     "remove_stale_pack_locks",
 ]

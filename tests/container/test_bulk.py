@@ -95,16 +95,18 @@ def test_bulk_rounds(mixed, monkeypatch) -> None:  # type: ignore[no-untyped-def
 
 def test_loose_packed_meanwhile_is_found(container: Container, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A key missed in the index whose loose file vanished is looked up in the index again."""
-    h = container.add_object(b"moving")
-    real = bulk_mod._open_loose
+    from dosfs.container.resolve import Resolver
 
-    def pack_first(path: str, key: str, with_content: bool):  # type: ignore[no-untyped-def]
+    h = container.add_object(b"moving")
+    real = Resolver._loose_item
+
+    def pack_first(self, key: str, with_content: bool):  # type: ignore[no-untyped-def]
         other = Container(container.folder)
         other.pack_all_loose(clean_loose_per_pack=True)
         other.close()
-        return real(path, key, with_content)
+        return real(self, key, with_content)
 
-    monkeypatch.setattr(bulk_mod, "_open_loose", pack_first)
+    monkeypatch.setattr(Resolver, "_loose_item", pack_first)
     assert container.get_objects_content([h]) == {h: b"moving"}
 
 

@@ -80,11 +80,11 @@ def test_iter_pack_rows_in_offset_order(small_packs: Container) -> None:
     assert sorted(seen) == sorted(keys)
 
 
-def test_data_version_moves_on_foreign_commit(container: Container) -> None:
-    v0 = container.index.data_version()
+def test_stamp_moves_on_foreign_commit(container: Container) -> None:
+    v0 = container.index.stamp()
     other = Container(container.folder)
     other.add_objects_to_pack([b"x"])
-    assert container.index.data_version() != v0
+    assert container.index.stamp() != v0
     other.close()
 
 

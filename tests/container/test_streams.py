@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import zlib
 from pathlib import Path
 
 import pytest
 
 from dosfs import Container, CorruptObject, NotExistent
-from dosfs.container import streams as streams_mod
+from dosfs.container import readers as streams_mod
 
 
 @pytest.fixture
@@ -156,13 +155,3 @@ def test_missing_pack_raises(container: Container, folder: Path) -> None:
     with pytest.raises(CorruptObject, match="missing"):
         container.get_object_content(h)
     assert container.validate().missing_pack_files == [0]
-
-
-def test_bytes_reader() -> None:
-    from dosfs.container.meta import ObjectMeta, ObjectType
-
-    r = streams_mod.BytesReader("h", b"abcdef", ObjectMeta(ObjectType.PACKED, 6))
-    s = streams_mod.ObjectStream(r)
-    s.seek(-2, io.SEEK_END)
-    assert s.read() == b"ef"
-    assert zlib.crc32(s.read()) == 0

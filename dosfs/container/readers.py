@@ -1,8 +1,9 @@
-"""Readers over one object's bytes (pinned at open) and a seekable file-like stream on top.
+"""Readers over one object's bytes (pinned at open), a seekable stream on top, and the one place
+that decodes and checks stored bytes.
 
-- `RawReader`: a loose file or an uncompressed packed object; `pread` is one `os.pread` on a
-  descriptor the reader keeps alive itself, so it keeps reading the bytes it resolved even after
-  the loose file is removed or the pack file is replaced.
+- `RawReader`: a loose file or an uncompressed packed object; `pread` is one read on a source
+  the reader keeps alive itself, so it keeps reading the bytes it resolved even after the loose
+  file is removed or the pack file is replaced.
 - `CompressedReader`: one zlib stream inside a pack, with random access. Seeking backwards must
   not decompress from zero each time: the reader keeps decompressor checkpoints
   (`zlib.decompressobj().copy()`) every `interval` output bytes (interval = max(1 MiB, size/64),
@@ -10,8 +11,10 @@
   plus the live cursor for sequential reads. A checkpoint re-reads its input from the pack. A read
   at offset X restarts from the nearest checkpoint at or before X. Reaching the end always
   consumes the zlib trailer, so the adler32 checksum is verified.
-- `BytesReader`: bytes already in memory (bulk reads slice objects out of one big pack read).
-- `ObjectStream`: `read/readinto/seek/tell` (SEEK_SET/CUR/END) over any reader, an io.RawIOBase.
+- `ObjectStream`: `read/readinto/seek/tell` (SEEK_SET/CUR/END) over any reader, an io.RawIOBase;
+  with `verify`, the read that reaches the end raises CorruptObject unless the whole object
+  hashed to its key (in-order reads are hashed as they pass; otherwise the object is re-read).
+- `decode`: bytes of a packed row read in one piece -> the object's bytes, checked.
 
 Bytes that cannot be right (short reads, zlib errors, wrong sizes) raise CorruptObject(hashkey).
 """
@@ -20,14 +23,15 @@ from __future__ import annotations
 
 import bisect
 import io
-import os
 import threading
 import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from dosfs.container.config import new_hasher
 from dosfs.container.errors import CorruptObject
-from dosfs.container.meta import ObjectMeta
-from dosfs.container.packs import PackFd
+from dosfs.container.meta import ObjectMeta, ObjectType
+from dosfs.container.packstore import PackSource
 
 #: compressed bytes read from the pack at a time when decompressing
 COMPRESSED_CHUNK = 256 * 1024
@@ -36,22 +40,70 @@ FEED = 64 * 1024
 #: at most this many checkpoints per compressed reader
 MAX_CHECKPOINTS = 64
 MIN_CHECKPOINT_INTERVAL = 1024 * 1024
+#: bytes per read when hashing a whole object
+HASH_CHUNK = 1024 * 1024
 
 
-def pread_exact(fd: int, size: int, offset: int) -> bytes:
-    """os.pread that loops on partial reads; may return fewer bytes only at end of file."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+def packed_meta(row: Sequence[int]) -> ObjectMeta:
+    """Meta of a packed object from (compressed, size, offset, length, pack_id, ...)."""
+    return ObjectMeta(ObjectType.PACKED, row[1], row[4], bool(row[0]), row[2], row[3])
+
+
+def decode(hashkey: str, compressed: int, size: int, length: int, data: bytes) -> bytes:
+    """The object's bytes from the `length` stored bytes of a packed row, or CorruptObject."""
+    if compressed:
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as exc:
+            raise CorruptObject(hashkey, f"zlib error: {exc}") from None
+    elif length != size:
+        raise CorruptObject(hashkey, f"uncompressed but length {length} != size {size}")
+    if len(data) != size:
+        raise CorruptObject(hashkey, f"read {len(data)} bytes, index says {size}")
+    return data
+
+
+def iter_stored(
+    hashkey: str, source: PackSource, compressed: int, offset: int, length: int
+) -> Iterator[bytes]:
+    """The object's bytes from its `length` stored bytes at `offset`, in chunks of at most
+    HASH_CHUNK (a tiny compressed chunk may inflate enormously: output is bounded per step).
+    Raises CorruptObject for short reads and broken zlib streams; the caller checks the size."""
+    pos = 0
+    if not compressed:
+        while pos < length:
+            chunk = source.pread(min(HASH_CHUNK * 8, length - pos), offset + pos)
+            if not chunk:
+                raise CorruptObject(hashkey, f"pack ends at object offset {pos} of {length}")
+            yield chunk
+            pos += len(chunk)
+        return
+    dobj = zlib.decompressobj()
+    pending = b""
+    try:
+        while not dobj.eof:
+            if not pending:
+                if pos >= length:
+                    raise CorruptObject(hashkey, "zlib stream incomplete")
+                pending = source.pread(min(HASH_CHUNK, length - pos), offset + pos)
+                if not pending:
+                    raise CorruptObject(hashkey, f"pack ends at compressed offset {pos}")
+                pos += len(pending)
+            data = dobj.decompress(pending, HASH_CHUNK)
+            pending = dobj.unconsumed_tail
+            if data:
+                yield data
+    except zlib.error as exc:
+        raise CorruptObject(hashkey, f"zlib error: {exc}") from None
+
+
+def check_hash(hashkey: str, hash_type: str, data: bytes | memoryview, where: str) -> None:
+    """CorruptObject unless `data` hashes to `hashkey`."""
+    hasher = new_hasher(hash_type)
+    hasher.update(data)
+    got = hasher.hexdigest()
+    if got != hashkey:
+        raise CorruptObject(hashkey, f"content hashes to {got} ({where})")
 
 
 class ObjectReader:
@@ -66,7 +118,29 @@ class ObjectReader:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release the pinned descriptor."""
+        """Release the pinned source."""
+
+    def where(self) -> str:  # pragma: no cover - abstract
+        """Where the bytes live (for error messages)."""
+        raise NotImplementedError
+
+    def digest(self, hash_type: str) -> str:
+        """Hash of the whole object, read in chunks (memory flat)."""
+        hasher = new_hasher(hash_type)
+        offset = 0
+        while offset < self.size:
+            chunk = self.pread(offset, HASH_CHUNK)
+            if not chunk:
+                raise CorruptObject(self.hashkey, f"no bytes at offset {offset} ({self.where()})")
+            hasher.update(chunk)
+            offset += len(chunk)
+        return str(hasher.hexdigest())
+
+    def verify(self, hash_type: str) -> None:
+        """CorruptObject unless the whole object hashes to its key."""
+        got = self.digest(hash_type)
+        if got != self.hashkey:
+            raise CorruptObject(self.hashkey, f"content hashes to {got} ({self.where()})")
 
     def _span(self, offset: int, size: int) -> tuple[int, int]:
         if offset < 0 or size < 0:
@@ -84,50 +158,42 @@ class ObjectReader:
 
 
 class RawReader(ObjectReader):
-    """Uncompressed bytes at [base, base + size) of a pinned file descriptor."""
+    """Uncompressed bytes at [base, base + size) of a pinned source."""
 
-    def __init__(self, hashkey: str, fd: PackFd, base: int, size: int, meta: ObjectMeta) -> None:
+    def __init__(
+        self, hashkey: str, source: PackSource, base: int, size: int, meta: ObjectMeta
+    ) -> None:
         self.hashkey = hashkey
-        self._fd: PackFd | None = fd
+        self._source: PackSource | None = source
         self._base = base
         self.size = size
         self.meta = meta
+        self._where = source.describe() if meta.type is ObjectType.LOOSE else ""
 
     def pread(self, offset: int, size: int) -> bytes:
         offset, end = self._span(offset, size)
         if offset >= end:
             return b""
-        pfd = self._fd
-        if pfd is None:
+        source = self._source
+        if source is None:
             raise ValueError("read from a closed object reader")
         n = end - offset
-        data = pread_exact(pfd.fd, n, self._base + offset)
+        data = source.pread(n, self._base + offset)
         if len(data) != n:
             raise CorruptObject(
                 self.hashkey,
-                f"file ends early: got {len(data)} of {n} bytes at object offset {offset}",
+                f"file ends early: got {len(data)} of {n} bytes at object offset {offset} "
+                f"({self.where()})",
             )
         return data
 
-    def close(self) -> None:
-        self._fd = None
-
-
-class BytesReader(ObjectReader):
-    """An object whose bytes are already in memory."""
-
-    def __init__(self, hashkey: str, data: bytes | memoryview, meta: ObjectMeta) -> None:
-        self.hashkey = hashkey
-        self._data = memoryview(data)
-        self.size = len(self._data)
-        self.meta = meta
-
-    def pread(self, offset: int, size: int) -> bytes:
-        offset, end = self._span(offset, size)
-        return bytes(self._data[offset:end]) if offset < end else b""
+    def where(self) -> str:
+        if self._where:
+            return f"loose file {self._where}"
+        return f"pack {self.meta.pack_id} offset {self._base} length {self.size}"
 
     def close(self) -> None:
-        self._data = memoryview(b"")
+        self._source = None
 
 
 class _Cursor:
@@ -167,10 +233,16 @@ class CompressedReader(ObjectReader):
     compressed = True
 
     def __init__(
-        self, hashkey: str, fd: PackFd, base: int, length: int, size: int, meta: ObjectMeta
+        self,
+        hashkey: str,
+        source: PackSource,
+        base: int,
+        length: int,
+        size: int,
+        meta: ObjectMeta,
     ) -> None:
         self.hashkey = hashkey
-        self._fd: PackFd | None = fd
+        self._source: PackSource | None = source
         self._base = base
         self._length = length
         self.size = size
@@ -182,8 +254,13 @@ class CompressedReader(ObjectReader):
         self._lock = threading.Lock()
         self._verified = False
 
+    def where(self) -> str:
+        return (
+            f"pack {self.meta.pack_id} offset {self._base} length {self._length} (zlib stream)"
+        )
+
     def _fail(self, reason: str) -> CorruptObject:
-        return CorruptObject(self.hashkey, reason)
+        return CorruptObject(self.hashkey, f"{reason} ({self.where()})")
 
     def _step(self, cur: _Cursor, want: int) -> bytes:
         """Produce at most `want` (>0) more bytes, never crossing a checkpoint boundary."""
@@ -192,11 +269,11 @@ class CompressedReader(ObjectReader):
         if cur.off >= len(cur.buf) and not cur.dobj.eof:
             pos = cur.base + len(cur.buf)
             if pos < self._length:
-                pfd = self._fd
-                if pfd is None:
+                source = self._source
+                if source is None:
                     raise ValueError("read from a closed object reader")
                 n = min(COMPRESSED_CHUNK, self._length - pos)
-                chunk = pread_exact(pfd.fd, n, self._base + pos)
+                chunk = source.pread(n, self._base + pos)
                 if len(chunk) != n:
                     raise self._fail(f"pack file ends early (compressed offset {pos})")
                 cur.base, cur.buf, cur.off = pos, chunk, 0
@@ -260,7 +337,7 @@ class CompressedReader(ObjectReader):
 
     def close(self) -> None:
         with self._lock:
-            self._fd = None
+            self._source = None
             self._live = None
             self._cps = self._cps[:1]
             self._cp_pos = [0]
@@ -271,19 +348,43 @@ class CompressedReader(ObjectReader):
         return len(self._cps)
 
 
-class ObjectStream(io.RawIOBase):
-    """A read-only, seekable file object over an ObjectReader (closes the reader on close)."""
+def reader_for(hashkey: str, source: PackSource, row: Sequence[int]) -> ObjectReader:
+    """The reader of a packed row (compressed, size, offset, length, pack_id, ...)."""
+    compressed, size, offset, length = row[0], row[1], row[2], row[3]
+    meta = packed_meta(row)
+    if compressed:
+        return CompressedReader(hashkey, source, offset, length, size, meta)
+    if length != size:
+        raise CorruptObject(hashkey, f"uncompressed but length {length} != size {size}")
+    return RawReader(hashkey, source, offset, size, meta)
 
-    def __init__(self, reader: ObjectReader) -> None:
+
+def loose_reader(hashkey: str, source: PackSource, size: int) -> RawReader:
+    return RawReader(hashkey, source, 0, size, ObjectMeta(ObjectType.LOOSE, size))
+
+
+class ObjectStream(io.RawIOBase):
+    """A read-only, seekable file object over an ObjectReader (closes the reader on close).
+
+    With `verify` (the container's hash type), reaching the end checks the whole object."""
+
+    def __init__(self, reader: ObjectReader, verify: str | None = None) -> None:
         super().__init__()
         self._reader = reader
         self._pos = 0
         self.hashkey = reader.hashkey
         self.size = reader.size
+        self._verify = verify or ""
+        self._hasher: Any = new_hasher(verify) if verify else None
+        self._hashed = 0
 
     @property
     def meta(self) -> ObjectMeta:
         return self._reader.meta
+
+    @property
+    def name(self) -> str:
+        return self.hashkey
 
     @property
     def mode(self) -> str:
@@ -301,8 +402,27 @@ class ObjectStream(io.RawIOBase):
         if size is None or size < 0:
             size = max(0, self.size - self._pos)
         data = self._reader.pread(self._pos, size)
+        start = self._pos
         self._pos += len(data)
+        if self._hasher is not None:
+            self._check(start, data)
         return data
+
+    def _check(self, start: int, data: bytes) -> None:
+        if start == self._hashed and data:
+            self._hasher.update(data)
+            self._hashed += len(data)
+        if self._pos < self.size:
+            return
+        hasher, self._hasher = self._hasher, None
+        if self._hashed == self.size:
+            got = hasher.hexdigest()
+            if got != self.hashkey:
+                raise CorruptObject(
+                    self.hashkey, f"content hashes to {got} ({self._reader.where()})"
+                )
+        else:
+            self._reader.verify(self._verify)
 
     def readall(self) -> bytes:
         return self.read(-1)

@@ -1,0 +1,233 @@
+"""Where pack bytes come from: the pack-store seam, its local implementation, and the cache of
+open packs that can never serve another file's bytes.
+
+The seam. Every reader of pack bytes (single reads, streams, bulk, validate, repack) goes
+through a `PackStore`: `open(pack_id)` gives a `PackSource` pinned to the pack as it is now
+(`pread`, `size`, `identity`), `identity(pack_id)` tells cheaply whether the pack was replaced
+since. `LocalPackStore` serves `packs/N` files; a remote store (ranged GETs with a cache) plugs
+in here without touching any reader.
+
+Pinned files. A `PinnedFile` is an open descriptor (a pack or a loose file) closed only when
+nobody holds it any more, so a reader keeps reading the file it resolved, even after the loose
+file was removed or the pack replaced (POSIX keeps an unlinked file's bytes for its openers).
+
+The cache. A pack can be *replaced* (a repack writes a new file under the same number, by any
+process, dosfs or disk-objectstore). Every repack moves the rows away from a pack (a commit)
+before it removes or replaces the file, and moves them back (another commit) only after the new
+file is in place. So a source whose identity was checked while the index was at stamp S (see
+index.py: data_version tied to its connection) is the right file for every row read at S.
+Entries remember S; when a row comes with another stamp, the entry is re-checked with one
+`identity()` call, bracketed by a second look at the stamp (if a commit slipped in between, the
+caller re-reads its row). Caches are per thread (like the connections whose stamps they hold)
+and are dropped in a forked child.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Protocol
+
+from dosfs.container.config import Layout, is_valid_pack_name
+
+
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """os.pread that loops on partial reads; may return fewer bytes only at end of file."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class PackSource(Protocol):
+    """The bytes of one pack (or loose file) as they were when it was opened."""
+
+    @property
+    def identity(self) -> Hashable: ...
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Up to `size` bytes at `offset`; fewer only at the end."""
+        ...
+
+    def size(self) -> int: ...
+
+    def describe(self) -> str:
+        """Where the bytes live, for error messages."""
+        ...
+
+
+class PackStore(Protocol):
+    """Opens packs by id; the one place pack bytes come from."""
+
+    def open(self, pack_id: int) -> PackSource:
+        """Raises FileNotFoundError when there is no such pack."""
+        ...
+
+    def identity(self, pack_id: int) -> Hashable:
+        """What `open(pack_id).identity` would be now; FileNotFoundError when absent."""
+        ...
+
+    def list_ids(self) -> list[int]:
+        """Pack ids present, sorted."""
+        ...
+
+
+class PinnedFile:
+    """An open file descriptor, closed when the last reference goes away."""
+
+    __slots__ = ("fd", "identity", "path", "opened_size", "__weakref__")
+
+    def __init__(self, fd: int, identity: tuple[int, int], path: str, opened_size: int) -> None:
+        self.fd = fd
+        self.identity = identity
+        self.path = path
+        self.opened_size = opened_size  # size when opened (a loose object's size)
+
+    @classmethod
+    def open(cls, path: str) -> PinnedFile:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, (st.st_dev, st.st_ino), path, st.st_size)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return pread_exact(self.fd, size, offset)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def describe(self) -> str:
+        return self.path
+
+    def __del__(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class LocalPackStore:
+    """packs/N files of a container folder."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def open(self, pack_id: int) -> PinnedFile:
+        return PinnedFile.open(self.layout.pack_path(pack_id))
+
+    def identity(self, pack_id: int) -> tuple[int, int]:
+        st = os.stat(self.layout.pack_path(pack_id))
+        return st.st_dev, st.st_ino
+
+    def list_ids(self) -> list[int]:
+        return list_pack_ids(self.layout)
+
+
+def list_pack_ids(layout: Layout) -> list[int]:
+    """Pack ids present in packs/ (the names disk-objectstore would list), sorted."""
+    try:
+        names = os.listdir(layout.packs)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if is_valid_pack_name(n))
+
+
+class _ThreadCache:
+    """One thread's entries; weakly registered so `clear()` reaches every live thread and a
+    finished thread's entries (and descriptors) go with it."""
+
+    __slots__ = ("entries", "__weakref__")
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[PackSource, int]] = {}
+
+
+class _Local(threading.local):
+    gen: int = -1
+    cache: _ThreadCache
+
+
+_ALL_CACHES: weakref.WeakSet[PackCache] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for cache in list(_ALL_CACHES):
+        cache._lock = threading.Lock()
+        cache.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class PackCache:
+    """Per-thread cache of open packs, each valid for the index stamp it was checked at."""
+
+    def __init__(self, store: PackStore) -> None:
+        self.store = store
+        self._local = _Local()
+        self._gen = 0
+        self._lock = threading.Lock()
+        self._threads: weakref.WeakSet[_ThreadCache] = weakref.WeakSet()
+        _ALL_CACHES.add(self)
+
+    def clear(self) -> None:
+        """Forget every cached source, in all threads (their descriptors close once no reader
+        holds them)."""
+        with self._lock:
+            self._gen += 1
+            caches = list(self._threads)
+            self._threads = weakref.WeakSet()
+        for cache in caches:
+            cache.entries.clear()
+
+    def _cache(self) -> dict[int, tuple[PackSource, int]]:
+        local = self._local
+        if local.gen != self._gen:
+            local.cache = _ThreadCache()
+            local.gen = self._gen
+            with self._lock:
+                self._threads.add(local.cache)
+        return local.cache.entries
+
+    def get(self, pack_id: int, stamp: int, current: Callable[[], int]) -> PackSource | None:
+        """The source of `pack_id` valid for rows read at `stamp`.
+
+        Returns None when the index changed while checking: the caller must re-read its row.
+        Raises FileNotFoundError when the pack does not exist."""
+        cache = self._cache()
+        entry = cache.get(pack_id)
+        if entry is not None and entry[1] == stamp:
+            return entry[0]
+        identity = self.store.identity(pack_id)
+        if entry is not None and entry[0].identity == identity:
+            source = entry[0]
+        else:
+            source = self.store.open(pack_id)
+            if source.identity != identity:
+                return None  # replaced between the check and the open: start again
+        if current() != stamp:
+            cache.pop(pack_id, None)
+            return None
+        cache[pack_id] = (source, stamp)
+        return source
+
+    def forget(self, pack_id: int) -> None:
+        self._cache().pop(pack_id, None)
+
+    def open_uncached(self, pack_id: int) -> PackSource:
+        return self.store.open(pack_id)

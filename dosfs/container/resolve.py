@@ -1,0 +1,232 @@
+"""The read protocol, in one place: where an object's bytes are, as one consistent answer.
+
+The concurrency contract (docs/format.md): look in the index; if absent, try the loose file; if
+that is gone too, look in the index again (a packer commits rows before it removes loose files,
+so the object was packed in between). A packed row is only used with a pack source checked at
+the row's stamp (packstore.PackCache); when the index moved meanwhile, start again.
+
+`Resolver.resolve` answers for one key, `resolve_many` for a batch (one short read transaction
+per round, rows grouped by pack in offset order); every single, stream and bulk read, meta
+query, validate and the mount go through them. Keys are validated by the caller, once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeVar
+
+from dosfs.container.config import Layout
+from dosfs.container.errors import CorruptObject, NotExistent
+from dosfs.container.index import FullRow, Index, LookupRow
+from dosfs.container.meta import ObjectMeta, ObjectType
+from dosfs.container.packstore import PackCache, PackSource, PinnedFile
+from dosfs.container.readers import (
+    ObjectReader,
+    check_hash,
+    decode,
+    loose_reader,
+    packed_meta,
+    reader_for,
+)
+
+#: how often a read re-resolves an object that moved under it before giving up
+RETRIES = 20
+#: rounds of resolve_many before objects that keep moving are an error
+MAX_ROUNDS = 50
+
+T = TypeVar("T")
+
+#: what resolve_many yields: a pack's rows (sorted by offset) with their source (None when
+#: only meta was asked for), or a loose object with its pinned file (or just its size)
+PackedGroup = tuple[PackSource | None, list[FullRow]]
+LooseItem = tuple[str, PinnedFile | None, int]
+Resolved = tuple[PackedGroup | None, LooseItem | None]
+
+
+def _read_whole(path: str) -> bytes:
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readall()
+
+
+def _stat_size(path: str) -> int:
+    return os.stat(path).st_size
+
+
+class Resolver:
+    """Answers "where are the bytes of this key" for one container."""
+
+    __slots__ = ("layout", "index", "packs", "hash_type", "_loose_path")
+
+    def __init__(self, layout: Layout, index: Index, packs: PackCache) -> None:
+        self.layout = layout
+        self.index = index
+        self.packs = packs
+        self.hash_type = layout.config.hash_type
+        self._loose_path = layout.loose_path
+
+    # -- one key -------------------------------------------------------------------------------
+    def _source(self, hashkey: str, row: LookupRow) -> PackSource | None:
+        """The pinned pack source for a row, or None if the row must be read again."""
+        pack_id, stamp = row[4], row[5]
+        try:
+            return self.packs.get(pack_id, stamp, self.index.stamp)
+        except FileNotFoundError:
+            if self.index.stamp() != stamp:
+                return None
+            raise CorruptObject(hashkey, f"pack file {pack_id} is missing") from None
+
+    def resolve(
+        self, hashkey: str, loose: Callable[[str], T], with_source: bool = True
+    ) -> tuple[T | None, LookupRow | None, PackSource | None]:
+        """`(loose(path), None, None)` for a loose object, `(None, row, source)` for a packed
+        one (source None without `with_source`); NotExistent when it is neither.
+        `loose` opens, stats or reads the loose file (FileNotFoundError when absent)."""
+        lookup = self.index.lookup
+        for _ in range(RETRIES):
+            row = lookup(hashkey)
+            if row is None:
+                try:
+                    return loose(self._loose_path(hashkey)), None, None
+                except FileNotFoundError:
+                    pass
+                row = lookup(hashkey)
+                if row is None:
+                    raise NotExistent(f"no object with hash key {hashkey}")
+            if not with_source:
+                return None, row, None
+            source = self._source(hashkey, row)
+            if source is not None:
+                return None, row, source
+        raise CorruptObject(hashkey, "the object kept moving while being read")
+
+    def content(self, hashkey: str, verify: bool = False) -> bytes:
+        """The whole object, read in one piece."""
+        for _ in range(RETRIES):
+            data, row, source = self.resolve(hashkey, _read_whole)
+            if data is not None:
+                if verify:
+                    check_hash(hashkey, self.hash_type, data, "loose file")
+                return data
+            if row is None or source is None:  # pragma: no cover - resolve never does this
+                raise CorruptObject(hashkey, "resolved to nothing")
+            compressed, size, offset, length = row[0], row[1], row[2], row[3]
+            raw = source.pread(length, offset)
+            if len(raw) != length:
+                self.packs.forget(row[4])
+                if self.index.stamp() != row[5]:
+                    continue  # the pack was replaced under the row: read again
+                raise CorruptObject(
+                    hashkey, f"pack {row[4]} ends before the object ({offset}+{length})"
+                )
+            data = decode(hashkey, compressed, size, length, raw)
+            if verify:
+                check_hash(hashkey, self.hash_type, data, f"pack {row[4]} offset {offset}")
+            return data
+        raise CorruptObject(hashkey, "the object kept moving while being read")
+
+    def reader(self, hashkey: str) -> ObjectReader:
+        """A reader pinned to the object's bytes as they are now."""
+        pinned, row, source = self.resolve(hashkey, PinnedFile.open)
+        if pinned is not None:
+            return loose_reader(hashkey, pinned, pinned.opened_size)
+        if row is None or source is None:  # pragma: no cover - resolve never does this
+            raise CorruptObject(hashkey, "resolved to nothing")
+        return reader_for(hashkey, source, row)
+
+    def meta(self, hashkey: str) -> ObjectMeta:
+        size, row, _source = self.resolve(hashkey, _stat_size, with_source=False)
+        if size is not None:
+            return ObjectMeta(ObjectType.LOOSE, size)
+        if row is None:  # pragma: no cover - resolve never does this
+            raise CorruptObject(hashkey, "resolved to nothing")
+        return packed_meta(row)
+
+    # -- many keys ---------------------------------------------------------------------------
+    def resolve_many(
+        self, keys: Sequence[str], with_content: bool
+    ) -> Generator[Resolved, None, list[str]]:
+        """Yield (group, None) per pack with rows in offset order, then (None, loose item) per
+        loose object, then groups of objects packed meanwhile; return the missing keys.
+        Loose items come one open file at a time (the consumer reads it before asking on)."""
+        index = self.index
+        todo: Sequence[str] = keys
+        loose_done = False
+        missing: list[str] = []
+        for _ in range(MAX_ROUNDS):
+            if not todo:
+                return missing
+            rows, stamp = index.lookup_many(todo)
+            retry: list[str] = []
+            by_pack: dict[int, list[FullRow]] = {}
+            for row in rows:
+                group = by_pack.get(row[5])
+                if group is None:
+                    by_pack[row[5]] = [row]
+                else:
+                    group.append(row)
+            for pack_id in sorted(by_pack):
+                group = by_pack[pack_id]
+                group.sort(key=_offset_of)
+                if not with_content:
+                    yield (None, group), None
+                    continue
+                try:
+                    source = self.packs.get(pack_id, stamp, index.stamp)
+                except FileNotFoundError:
+                    if index.stamp() != stamp:
+                        retry.extend(row[0] for row in group)
+                        continue
+                    raise CorruptObject(group[0][0], f"pack file {pack_id} is missing") from None
+                if source is None:
+                    retry.extend(row[0] for row in group)
+                    continue
+                yield (source, group), None
+            if len(rows) == len(todo):
+                absent: list[str] = []
+            else:
+                found = {row[0] for row in rows}
+                absent = [h for h in todo if h not in found]
+            if loose_done:
+                missing.extend(absent)
+            else:
+                loose_done = True
+                recheck: list[str] = []
+                for h in absent:
+                    item = self._loose_item(h, with_content)
+                    if item is None:
+                        recheck.append(h)
+                    else:
+                        yield None, item
+                # not loose either: packed meanwhile? (rows are committed before loose removal)
+                if recheck:
+                    again = {row[0] for row in index.lookup_many(recheck)[0]}
+                    missing = [h for h in recheck if h not in again]
+                    retry.extend(h for h in recheck if h in again)
+            todo = retry
+        raise CorruptObject(todo[0], "objects kept moving while being read")
+
+    def _loose_item(self, hashkey: str, with_content: bool) -> LooseItem | None:
+        path = self._loose_path(hashkey)
+        try:
+            if not with_content:
+                return hashkey, None, os.stat(path).st_size
+            pinned = PinnedFile.open(path)
+        except FileNotFoundError:
+            return None
+        return hashkey, pinned, pinned.opened_size
+
+
+def _offset_of(row: FullRow) -> int:
+    return row[3]
+
+
+def describe(meta: ObjectMeta, layout: Layout, hashkey: str) -> str:
+    """Where an object's bytes live, in words (for log lines about corrupt objects)."""
+    if meta.type is ObjectType.LOOSE or meta.pack_id is None:
+        return f"loose file {layout.loose_path(hashkey)}"
+    kind = "zlib stream" if meta.pack_compressed else "raw"
+    return (
+        f"pack {layout.pack_path(meta.pack_id)} offset {meta.pack_offset} "
+        f"length {meta.pack_length} ({kind})"
+    )
