@@ -393,5 +393,56 @@ def delete(args: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] DEST")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Previous backups to keep in DEST besides the new one (as dostore).",
+)
+@click.option(
+    "--rsync-exe",
+    metavar="PATH",
+    help="rsync to use; for a local DEST, copy with it instead of dosfs's own copier.",
+)
+def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None) -> None:
+    """Back up a container (it may be in use) into DEST, in dostore's backup layout.
+
+    DEST is a folder or [user@]host:path (rsync over ssh). Each backup is a complete container
+    DEST/backup_<timestamp>_<random>; DEST/last-backup points at the newest, and unchanged files
+    are hard-links to the previous backup. Prints the folder made.
+    """
+    from dosfs.container.backup import backup as run_backup
+
+    if len(args) == 2:
+        container, dest = Path(args[0]), args[1]
+    elif len(args) == 1 and os.environ.get(CONTAINER_ENV):
+        container, dest = Path(os.environ[CONTAINER_ENV]), args[0]
+    elif len(args) == 1:
+        raise click.UsageError(f"missing CONTAINER (or set ${CONTAINER_ENV}) before DEST")
+    else:
+        raise click.UsageError("expected [CONTAINER] DEST")
+    c = _open(container)
+    progress = _Progress()
+    try:
+        result = run_backup(c, dest, keep=keep, rsync_exe=rsync_exe, callback=progress)
+    finally:
+        progress.close()
+        c.close()
+    for warning in result.warnings:
+        click.echo(f"dosfs: warning: {warning}", err=True)
+    click.echo(result.folder)
+    if result.method != "copy":
+        return
+    click.echo(
+        f"dosfs: {result.copied_files} file(s) copied ({_human(result.copied_bytes)}), "
+        f"{result.linked_files} hard-linked to the previous backup"
+        + (f", {len(result.removed)} old backup(s) removed" if result.removed else ""),
+        err=True,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
