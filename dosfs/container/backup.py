@@ -58,9 +58,11 @@ import sqlite3
 import stat
 import string
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +110,8 @@ _TAIL = 64 * 1024
 _SMALL_FILE = 1024 * 1024
 _COPY_CHUNK = 64 * 1024 * 1024
 _RSYNC_VANISHED = 24
+#: threads that copy and link loose objects (one shard folder each at a time)
+LOOSE_THREADS = 4
 
 
 class BackupError(DosfsError):
@@ -402,35 +406,43 @@ def _copy_fd_range(src: int, dst: int, size: int, progress: Callable[[int], None
     return done
 
 
-def _copy_to_end(src: int, dst: int) -> int:
-    """Copy an immutable file (a loose object) until EOF."""
-    done = 0
-    while True:
-        try:
-            got = os.copy_file_range(src, dst, _COPY_CHUNK, done, done)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            data = os.pread(src, 8 * 1024 * 1024, done)
-            got = len(data)
-            view = memoryview(data)
-            pos = 0
-            while pos < got:
-                pos += os.pwrite(dst, view[pos:], done + pos)
-        if got == 0:
-            return done
-        done += got
-
-
 _IS_ROOT = os.geteuid() == 0
 
 
-def _set_meta(fd: int, st: os.stat_result) -> None:
-    """What rsync -a keeps: mode, owner (when root), mtime; so its --link-dest links to us."""
-    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    if _IS_ROOT:
+def _umask() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _create_like(path: str, st: os.stat_result) -> int:
+    """A new file for a copy of `st` (its mode already right unless the umask or special bits
+    get in the way; _set_meta fixes those)."""
+    return os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, stat.S_IMODE(st.st_mode) & 0o777
+    )
+
+
+def _set_meta(fd: int, st: os.stat_result, owner_ok: bool = False) -> None:
+    """What rsync -a keeps: mode, owner (when root), mtime; so its --link-dest links to us.
+    Only the syscalls that change something (a copy of 10^5 small files feels each one)."""
+    mode = stat.S_IMODE(st.st_mode)
+    umask = _UMASK
+    if umask is None or mode & ~0o777 or mode & umask:
+        os.fchmod(fd, mode)
+    if _IS_ROOT and not (owner_ok and st.st_uid == _EUID and st.st_gid == _EGID):
         os.fchown(fd, st.st_uid, st.st_gid)
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+_UMASK = _umask()
+_EUID = os.geteuid()
+_EGID = os.getegid()
 
 
 def _same_tail(a: int, b_path: str, size: int) -> bool:
@@ -453,9 +465,10 @@ def _same_bytes(a_path: str, b_path: str) -> bool:
         return False
 
 
-def _mkdir_like(path: str, st: os.stat_result) -> None:
+def _mkdir_owned(path: str, st: os.stat_result) -> None:
+    """A folder we can write into; its mode and times are set at the end (like rsync), so a
+    read-only source folder does not stop us from filling the copy."""
     os.mkdir(path, 0o700)
-    os.chmod(path, stat.S_IMODE(st.st_mode))
     if _IS_ROOT:
         os.chown(path, st.st_uid, st.st_gid)
 
@@ -530,6 +543,12 @@ class _LocalBackup:
         self.same_container = False
         self.result = BackupResult(folder="")
         self.dir_times: list[tuple[str, os.stat_result]] = []
+        self._lock = threading.Lock()
+        self.owner_ok = False
+
+    def _mkdir(self, path: str, st: os.stat_result) -> None:
+        _mkdir_owned(path, st)
+        self.dir_times.append((path, st))
 
     # -- driver --
     def run(self) -> BackupResult:
@@ -546,8 +565,9 @@ class _LocalBackup:
                 self.result.previous = self.prev
                 self.same_container = _container_id(self.prev) == self.layout.config.container_id
             root_st = os.stat(self.src)
-            _mkdir_like(live, root_st)
-            self.dir_times.append((live, root_st))
+            self._mkdir(live, root_st)
+            # new files get our uid and gid, unless DEST passes its group down (setgid)
+            self.owner_ok = not os.stat(live).st_mode & stat.S_ISGID
             try:
                 self._loose(live)
                 pins, attempts, warnings = snapshot(self.layout, os.path.join(live, INDEX_NAME))
@@ -560,6 +580,7 @@ class _LocalBackup:
                 self._link_unchanged_index(live)
                 self._rest(live)
                 for path, st in reversed(self.dir_times):
+                    os.chmod(path, stat.S_IMODE(st.st_mode))
                     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
                 _syncfs(live)
                 name = self._finish(live)
@@ -605,8 +626,7 @@ class _LocalBackup:
         src_root = layout.loose
         dst_root = os.path.join(live, LOOSE_NAME)
         root_st = os.stat(src_root)
-        _mkdir_like(dst_root, root_st)
-        self.dir_times.append((dst_root, root_st))
+        self._mkdir(dst_root, root_st)
         prev_root = os.path.join(self.prev, LOOSE_NAME) if self.prev else None
         shards: list[str] = []
         top_files: list[str] = []
@@ -621,16 +641,16 @@ class _LocalBackup:
                     top_files.append(entry.name)
         self.progress.init(total + len(top_files), "Loose objects")
         flat = layout.prefix_len == 0
-        for shard in sorted(shards):
+
+        def one_shard(shard: str) -> int:
             src_dir = os.path.join(src_root, shard)
             dst_dir = os.path.join(dst_root, shard)
             try:
                 st = os.stat(src_dir)
                 names = os.listdir(src_dir)
             except FileNotFoundError:
-                continue
-            _mkdir_like(dst_dir, st)
-            self.dir_times.append((dst_dir, st))
+                return 0
+            self._mkdir(dst_dir, st)
             addressed = not flat and layout.is_valid_prefix(shard)
             prev_dir = os.path.join(prev_root, shard) if prev_root else None
             for name in names:
@@ -642,7 +662,13 @@ class _LocalBackup:
                     self._loose_object(src, dst, f"{prev_dir}/{name}")
                 else:
                     self._copy_file(src, dst)
-                self.progress.update()
+            return len(names)
+
+        # a few threads: creating files and links is syscall-bound (the GIL is released), and
+        # shards are separate folders, so the kernel does not serialise them
+        with ThreadPoolExecutor(LOOSE_THREADS, thread_name_prefix="dosfs-backup") as pool:
+            for done in pool.map(one_shard, sorted(shards)):
+                self.progress.update(done)
         for name in top_files:
             src = os.path.join(src_root, name)
             dst = os.path.join(dst_root, name)
@@ -654,11 +680,17 @@ class _LocalBackup:
             self.progress.update()
         self.progress.close()
 
+    def _count(self, linked: int = 0, copied: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.result.linked_files += linked
+            self.result.copied_files += copied
+            self.result.copied_bytes += nbytes
+
     def _loose_object(self, src: str, dst: str, prev: str) -> None:
         """Content-addressed: the previous backup's file of the same name has the same bytes."""
         try:
             os.link(prev, dst, follow_symlinks=False)
-            self.result.linked_files += 1
+            self._count(linked=1)
             return
         except OSError:
             pass  # not there (or too many links): copy
@@ -673,13 +705,13 @@ class _LocalBackup:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):
                 return
-            dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            dfd = _create_like(dst, st)
             try:
-                self.result.copied_bytes += _copy_to_end(sfd, dfd)
-                _set_meta(dfd, st)
+                got = _copy_fd_range(sfd, dfd, st.st_size, None)
+                _set_meta(dfd, st, self.owner_ok)
             finally:
                 os.close(dfd)
-            self.result.copied_files += 1
+            self._count(copied=1, nbytes=got)
         finally:
             os.close(sfd)
 
@@ -713,7 +745,7 @@ class _LocalBackup:
             ):
                 try:
                     os.link(prev, dst, follow_symlinks=False)
-                    self.result.linked_files += 1
+                    self._count(linked=1)
                     return
                 except OSError:
                     pass
@@ -721,8 +753,7 @@ class _LocalBackup:
 
     def _tree(self, src: str, dst: str, prev: str | None) -> None:
         st = os.stat(src)
-        _mkdir_like(dst, st)
-        self.dir_times.append((dst, st))
+        self._mkdir(dst, st)
         for name in sorted(os.listdir(src)):
             self._any(
                 os.path.join(src, name),
@@ -734,8 +765,7 @@ class _LocalBackup:
     def _packs(self, live: str, pins: dict[int, _Pin]) -> None:
         dst_dir = os.path.join(live, PACKS_NAME)
         st_dir = os.stat(self.layout.packs)
-        _mkdir_like(dst_dir, st_dir)
-        self.dir_times.append((dst_dir, st_dir))
+        self._mkdir(dst_dir, st_dir)
         prev_dir = os.path.join(self.prev, PACKS_NAME) if self.prev else None
         self.progress.init(sum(p.size for p in pins.values()), "Pack files (bytes)")
         for pack_id in sorted(pins):
@@ -748,10 +778,10 @@ class _LocalBackup:
                 self.result.linked_files += 1
                 self.progress.update(pin.size)
                 continue
-            dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            dfd = _create_like(dst, st)
             try:
                 got = _copy_fd_range(pin.fd, dfd, pin.size, self.progress.update)
-                _set_meta(dfd, st)
+                _set_meta(dfd, st, self.owner_ok)
             finally:
                 os.close(dfd)
             if got < pin.size:  # an aborted append was cut off meanwhile: those bytes were
@@ -801,8 +831,7 @@ class _LocalBackup:
             dst = os.path.join(live, name)
             if name == SANDBOX_NAME:
                 st = os.stat(src)
-                _mkdir_like(dst, st)
-                self.dir_times.append((dst, st))
+                self._mkdir(dst, st)
                 continue
             self._any(src, dst, os.path.join(self.prev, name) if self.prev else None)
         for name in (SANDBOX_NAME, DUPLICATES_NAME):  # every container has them

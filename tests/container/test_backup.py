@@ -169,6 +169,11 @@ def test_chain_dosfs_dostore_dosfs(tmp_path: Path) -> None:
     assert _backups(dest) == [b1.name] and _last(dest) == b1.name
     assert not (dest / "live-backup").exists()
     _check_backup(b1, _contents(src))
+    for f in [*(src / "loose").rglob("*"), *(src / "packs").iterdir(), src / "config.json"]:
+        a, b = f.stat(), (b1 / f.relative_to(src)).stat()  # what rsync -a keeps, to the ns
+        assert (a.st_mode, a.st_uid, a.st_gid, a.st_size) == (b.st_mode, b.st_uid, b.st_gid,
+                                                              b.st_size), f
+        assert f.is_dir() or a.st_mtime_ns == b.st_mtime_ns, f
 
     # dostore on top: hard-links what dosfs copied (it keeps mode, owner and mtime like rsync -a)
     _fill(src, packed=0, loose=20, seed=2)
