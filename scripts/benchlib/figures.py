@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import data
+from benchlib.bench_backup import bench_backup
 from benchlib.mounting import Mount, drop_caches, have_fuse, run_timed
 from benchlib.report import MIB, Figure, Side
 from benchlib.sizes import Sizes
@@ -529,5 +530,6 @@ BENCHES = [
     Bench("api.compressed", ["api.compressed_random"], bench_api_compressed),
     Bench("mount", MOUNT_KEYS, bench_mount),
     Bench("daemon", ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"], bench_daemon),
+    Bench("backup", ["backup.first", "backup.incremental"], bench_backup),
 ]
 ALL_KEYS = [k for b in BENCHES for k in b.keys]
