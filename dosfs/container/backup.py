@@ -10,11 +10,12 @@ Why the steps come in this order (the container stays in use: loose writers, one
    and its loose file removed before we got to it; the packer commits the index rows BEFORE it
    removes loose files, so those rows are in the snapshot taken in step 2.
 2. the index: every pack file is pinned first (an open descriptor, or a hard link for rsync),
-   then one read transaction is copied with SQLite's backup API, then each pack the snapshot
-   references must still be the pinned file (same st_dev/st_ino). A repack replaces a file only
-   after moving its rows away (a commit), so "pinned before the snapshot and still in place after
-   it" proves the pinned file is the one the snapshot's rows describe. Otherwise (a concurrent
-   repack, a new pack) pin and snapshot again.
+   then one read transaction is copied with SQLite's backup API, then every pinned file must
+   still be in place (same st_dev/st_ino) and no pack file may have appeared. A repack replaces
+   a file only after moving its rows away (a commit), and rows on pack N always describe the file
+   now at N; so "pinned before the snapshot and still in place after it" proves the pinned file
+   is the one the snapshot's rows describe. Otherwise (a concurrent repack, a new pack, rows
+   still on the repack pack -1) pin and snapshot again, for up to PIN_RETRY_SECONDS.
 3. packs, copied from the pinned files up to their size after the snapshot: packs only grow by
    appends, so every byte a snapshot row points at is in the copy.
 4. config.json and the rest, without the live `packs.idx-wal`/`-shm` (a WAL copied next to the
@@ -216,7 +217,7 @@ class _Pin:
     st: os.stat_result | None = None
 
     def refresh(self) -> None:
-        self.st = os.fstat(self.fd) if self.fd >= 0 else os.lstat(self.link or "")
+        self.st = os.fstat(self.fd) if self.fd >= 0 else os.stat(self.link or "")
         self.size = self.st.st_size
 
     def release(self) -> None:
@@ -237,29 +238,45 @@ def _pin_packs(layout: Layout, staging: str | None) -> dict[int, _Pin]:
         names = os.listdir(layout.packs)
     except FileNotFoundError:
         return pins
-    for name in names:
-        if not (is_valid_pack_name(name) or name == str(REPACK_PACK_ID)):
-            continue  # N.lock, temporary files: not part of a container
-        path = os.path.join(layout.packs, name)
-        try:
-            if staging is None:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                st = os.fstat(fd)
-                pin = _Pin(int(name), st.st_dev, st.st_ino, fd=fd)
-            else:
-                link = os.path.join(staging, name)
-                os.link(path, link, follow_symlinks=False)
-                st = os.lstat(link)
-                pin = _Pin(int(name), st.st_dev, st.st_ino, link=link)
-        except (FileNotFoundError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
-                continue  # removed meanwhile, or a symlink (not ours to follow)
-            raise
-        if not stat.S_ISREG(st.st_mode):
-            pin.release()
-            continue
-        pins[pin.pack_id] = pin
+    try:
+        for name in names:
+            _pin_one(layout, name, staging, pins)
+    except BaseException:
+        _release_all(pins)
+        raise
     return pins
+
+
+def _pin_one(layout: Layout, name: str, staging: str | None, pins: dict[int, _Pin]) -> None:
+    """Pin one entry of packs/ into `pins` (a regular file with a pack's name only)."""
+    if not (is_valid_pack_name(name) or name == str(REPACK_PACK_ID)):
+        return  # N.lock, temporary files: not part of a container
+    path = os.path.join(layout.packs, name)
+    try:  # a pack that is a symlink is followed, as readers do
+        if staging is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            pin = _Pin(int(name), st.st_dev, st.st_ino, fd=fd)
+        else:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return
+            link = os.path.join(staging, name)
+            os.link(path, link, follow_symlinks=True)
+            st = os.stat(link)
+            pin = _Pin(int(name), st.st_dev, st.st_ino, link=link)
+    except FileNotFoundError:
+        return  # removed meanwhile (a repack dropping an empty pack)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise BackupError(
+                f"pack {name} is on another file system than the container folder; the "
+                "rsync path needs hard links of the packs next to the container"
+            ) from exc
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        pin.release()
+        return
+    pins[pin.pack_id] = pin
 
 
 def _release_all(pins: dict[int, _Pin]) -> None:
@@ -320,12 +337,16 @@ def _moved_pack(layout: Layout, pins: dict[int, _Pin]) -> str | None:
     names = _pack_names(layout)
     for name in sorted(names):
         pin = pins.get(int(name))
+        try:
+            st = os.stat(os.path.join(layout.packs, name))
+        except FileNotFoundError:
+            if pin is not None:
+                return f"pack {name} was removed"
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # not a pack (pinning skipped it too)
         if pin is None:
             return f"pack {name} appeared"
-        try:
-            st = os.stat(layout.pack_path(pin.pack_id), follow_symlinks=False)
-        except FileNotFoundError:
-            return f"pack {name} was removed"
         if (st.st_dev, st.st_ino) != (pin.dev, pin.ino):
             return f"pack {name} was replaced (repack)"
     gone = sorted(set(pins) - {int(n) for n in names})
@@ -937,8 +958,9 @@ class _RsyncBackup:
             proc.returncode == _RSYNC_VANISHED and sources[0].endswith("/" + LOOSE_NAME)
         ):
             return  # vanished loose files were packed meanwhile: they are in the snapshot
-        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise BackupError(f"rsync to {self._where(target)} failed ({proc.returncode}): {tail}")
+        raise BackupError(
+            f"rsync to {self._where(target)} failed ({proc.returncode}): {_last_line(proc)}"
+        )
 
     def run(self) -> BackupResult:
         if shutil.which(self.rsync) is None:
@@ -989,8 +1011,7 @@ class _RsyncBackup:
         proc = self._sh(_FINISH_SH, path, name)
         if proc.returncode != 0:
             raise BackupError(
-                f"could not finish the backup in {self._where(path)}: "
-                f"{proc.stderr.strip() or proc.returncode}"
+                f"could not finish the backup in {self._where(path)}: {_last_line(proc)}"
             )
         self.result.folder = self._where(f"{path}/{name}")
         found = [line.rsplit("/", 1)[-1] for line in proc.stdout.splitlines() if line.strip()]
@@ -1000,7 +1021,7 @@ class _RsyncBackup:
             if gone.returncode == 0:
                 self.result.removed += [self._where(f"{path}/{n}") for n in old]
             else:
-                self.result.warnings.append(f"could not remove old backups: {gone.stderr.strip()}")
+                self.result.warnings.append(f"could not remove old backups: {_last_line(gone)}")
         return self.result
 
     def _probe(self, path: str) -> tuple[list[str], str | None]:
@@ -1008,15 +1029,12 @@ class _RsyncBackup:
         proc = self._sh(_PROBE_SH, path)
         if self.remote and proc.returncode == 255:
             raise BackupError(
-                f"remote {self.remote} is not accessible over ssh: "
-                f"{proc.stderr.strip() or 'exit code 255'}"
+                f"remote {self.remote} is not accessible over ssh: {_last_line(proc)}"
             )
         if proc.returncode == 3:
             raise BackupError(f"cannot access or create the destination {self._where(path)}")
         if proc.returncode != 0:
-            raise BackupError(
-                f"cannot prepare {self._where(path)}: {proc.stderr.strip() or proc.returncode}"
-            )
+            raise BackupError(f"cannot prepare {self._where(path)}: {_last_line(proc)}")
         names: list[str] = []
         last = None
         for line in proc.stdout.splitlines():
@@ -1043,6 +1061,12 @@ class _RsyncBackup:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             except PermissionError:
                 pass
+
+
+def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line of stderr (errors are one line), else the exit code."""
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 _PROBE_SH = f"""
