@@ -28,10 +28,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dosfs.container.errors import DosfsError
-from dosfs.fs.nodes import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
+from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
+
+if TYPE_CHECKING:
+    from dosfs.container.container import Container
+    from dosfs.fs.operations import Operations
 
 log = logging.getLogger("dosfs.mount")
 
@@ -42,9 +46,13 @@ DEFAULT_READAHEAD_KB = 1024
 #: How long `dosfs mount` waits for the daemon to report, and `dosfs umount` for it to exit.
 READY_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
+#: Seconds between passive checkpoints of packs.idx by the daemon (other processes' commits
+#: would otherwise stay in packs.idx-wal while the daemon keeps its connections open).
+CHECKPOINT_INTERVAL = 10.0
 
 OPTIONS_HELP = (
     "ro, allow_other (implies default_permissions), nolisting (by-hash/ cannot be listed), "
+    "verify=on|off (hash every object before serving it in full; default on), "
     "max_names=N (names kept in incoming/), max_inodes=N (by-hash inodes kept for the kernel), "
     "readahead_kb=N (0 keeps the kernel default), "
     "workers=N (worker threads), fsname=NAME"
@@ -65,6 +73,7 @@ class MountOptions:
     readahead_kb: int = DEFAULT_READAHEAD_KB
     workers: int = 4
     fsname: str | None = None
+    verify: bool = True
 
     def to_args(self) -> str:
         """The same options as one ``-o`` string (handed to the daemon process)."""
@@ -73,6 +82,8 @@ class MountOptions:
             parts.append("allow_other")
         if not self.listing:
             parts.append("nolisting")
+        if not self.verify:
+            parts.append("verify=off")
         parts += [
             f"max_names={self.max_names}",
             f"max_inodes={self.max_inodes}",
@@ -112,6 +123,10 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                 if number < low:
                     raise MountError(f"mount option {key} must be >= {low}")
                 setattr(opts, key, number)
+            elif key == "verify":
+                if arg not in ("on", "off"):
+                    raise MountError(f"mount option verify must be on or off, got {arg!r}")
+                opts.verify = arg == "on"
             elif key == "fsname":
                 if not arg or "," in arg:
                     raise MountError("mount option fsname needs a name without commas")
@@ -201,7 +216,7 @@ def check_mountpoint(mountpoint: Path) -> Path:
     return path
 
 
-def open_container(folder: Path) -> Any:
+def open_container(folder: Path) -> Container:
     """The engine for ``folder``, or a MountError naming what is missing."""
     from dosfs import Container
 
@@ -409,12 +424,17 @@ def _serve(
     import pyfuse3
     import trio
 
-    from dosfs.fs import Operations
+    from dosfs.fs.operations import Operations
 
+    try:
+        engine.keep_index_open()  # so that reads keep working when the disk fills up
+    except Exception as exc:  # noqa: BLE001 - reads will report it; the mount still serves
+        log.warning("could not open the index of %s: %s", engine.folder, exc)
     ops = Operations(
         engine,
         read_only=opts.read_only,
         listing=opts.listing,
+        verify=opts.verify,
         max_names=opts.max_names,
         max_inodes=opts.max_inodes,
         workers=opts.workers,
@@ -465,16 +485,30 @@ def _invalidate_entry(parent_inode: int, name: bytes) -> None:
 
 
 async def _main(
-    ops: Any, mountpoint: Path, opts: MountOptions, reporter: _Reporter, early: list[int]
+    ops: Operations, mountpoint: Path, opts: MountOptions, reporter: _Reporter, early: list[int]
 ) -> None:
     import pyfuse3
     import trio
 
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, early)
-        nursery.start_soon(_when_ready, mountpoint, opts, reporter)
+        nursery.start_soon(_when_ready, ops, mountpoint, opts, reporter)
+        nursery.start_soon(_checkpoints, ops)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+async def _checkpoints(ops: Operations) -> None:
+    """Every CHECKPOINT_INTERVAL seconds, copy other processes' index commits from the WAL into
+    packs.idx (passive: never waits for readers or writers)."""
+    import trio
+
+    while True:
+        await trio.sleep(CHECKPOINT_INTERVAL)
+        try:
+            await ops.offload.run(ops.engine.checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.debug("checkpoint: %s", exc)
 
 
 async def _watch_signals(early: list[int], task_status: Any) -> None:
@@ -493,8 +527,11 @@ async def _watch_signals(early: list[int], task_status: Any) -> None:
         pyfuse3.terminate()
 
 
-async def _when_ready(mountpoint: Path, opts: MountOptions, reporter: _Reporter) -> None:
-    """Confirm the mount answers (a stat through it, from a thread), then tune and report."""
+async def _when_ready(
+    ops: Operations, mountpoint: Path, opts: MountOptions, reporter: _Reporter
+) -> None:
+    """Confirm the mount answers (a stat through it, from a thread), then tune and report;
+    then commit what a previous daemon declared complete but could not commit."""
     import trio
 
     ok = await trio.to_thread.run_sync(os.path.ismount, str(mountpoint))
@@ -505,6 +542,14 @@ async def _when_ready(mountpoint: Path, opts: MountOptions, reporter: _Reporter)
         await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
     reporter.ready()
     log.info("mounted at %s (%s)", mountpoint, opts.to_args())
+    if not opts.read_only:
+        try:
+            recovered = await ops.offload.run(ops.engine.recover_staged)
+        except Exception as exc:  # noqa: BLE001 - `dosfs clean` can do it later
+            log.warning("recovering complete staging files failed: %s", exc)
+        else:
+            for hashkey in recovered:
+                log.info("recovered a file closed before the last daemon died: %s", hashkey)
 
 
 def bdi_path(mountpoint: Path) -> Path:

@@ -36,7 +36,8 @@ from dosfs.container.meta import (
 from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import PackCache, PackStore
 from dosfs.container.parts import Parts, open_parts
-from dosfs.container.readers import ObjectReader, ObjectStream
+from dosfs.container.readers import ObjectReader, ObjectStream, check_hash
+from dosfs.container.verify import ObjectVerifier, Readable
 
 Callback = Callable[[str, Any], None]
 
@@ -356,9 +357,33 @@ class Container:
         """Re-hash every object and check the packs; see ValidationReport."""
         return validate.validate(self.parts, callback=callback)
 
+    def keep_index_open(self) -> None:
+        """Hold one index connection until close(), so packs.idx-shm exists and reads keep
+        working when the disk fills up (long-running servers call this at start)."""
+        self.parts.index.keepalive()
+
     def checkpoint(self) -> None:
         """Copy committed index changes from packs.idx-wal into packs.idx (never waits)."""
         self.parts.index.checkpoint()
+
+    # -- verification (servers that hand out objects piecewise: the mount) ----------------------
+    def verifier(
+        self,
+        reader: Readable,
+        *,
+        eager: bool,
+        on_done: Callable[[ObjectVerifier], None] | None = None,
+    ) -> ObjectVerifier:
+        """Hash `reader`'s object on a thread of its own (see verify.py)."""
+        return ObjectVerifier(reader, self.hash_type, eager=eager, on_done=on_done)
+
+    def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
+        """CorruptObject unless `data` hashes to `hashkey`."""
+        check_hash(hashkey, self.hash_type, data, where)
+
+    def recover_staged(self) -> list[str]:
+        """Commit staging files a dead writer declared complete (loose.recover_complete)."""
+        return loose.recover_complete(self.layout)
 
 
 __all__ = ["MISSING_META", "Container"]

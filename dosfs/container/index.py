@@ -184,8 +184,9 @@ class Index:
         if not os.path.exists(self.path):
             create_schema(self.path)
         else:
-            conn = _connect(self.path)
+            conn: sqlite3.Connection | None = None
             try:
+                conn = _connect(self.path)
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if "db_object" not in names:
                     create_schema(self.path)
@@ -198,7 +199,8 @@ class Index:
                     ) from exc
                 return  # full disk: readers fall back (see conn), nothing to check now
             finally:
-                conn.close()
+                if conn is not None:
+                    conn.close()
         self._checked = True
 
     def _usable_immutably(self) -> bool:
@@ -215,12 +217,14 @@ class Index:
             return True
 
     def _open_reader(self, local: _ThreadState) -> sqlite3.Connection:
-        conn = _connect(self.path, self.cache_kib)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = _connect(self.path, self.cache_kib)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
             local.degraded = False
         except sqlite3.OperationalError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             if not self._usable_immutably():
                 raise
             log.warning("%s: %s; reading the index without its -shm (full disk?)", self.path, exc)

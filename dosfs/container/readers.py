@@ -120,6 +120,13 @@ class ObjectReader:
     def close(self) -> None:
         """Release the pinned source."""
 
+    def sequential(self) -> None:
+        """This reader will only be read front to back: keep no random-access state."""
+
+    def clone(self) -> ObjectReader:  # pragma: no cover - abstract
+        """Another reader of the very same bytes (same pinned source), with its own state."""
+        raise NotImplementedError
+
     def where(self) -> str:  # pragma: no cover - abstract
         """Where the bytes live (for error messages)."""
         raise NotImplementedError
@@ -187,6 +194,12 @@ class RawReader(ObjectReader):
             )
         return data
 
+    def clone(self) -> RawReader:
+        source = self._source
+        if source is None:
+            raise ValueError("clone of a closed object reader")
+        return RawReader(self.hashkey, source, self._base, self.size, self.meta)
+
     def where(self) -> str:
         if self._where:
             return f"loose file {self._where}"
@@ -253,6 +266,18 @@ class CompressedReader(ObjectReader):
         self._live: _Cursor | None = None
         self._lock = threading.Lock()
         self._verified = False
+        self._max_checkpoints = MAX_CHECKPOINTS
+
+    def sequential(self) -> None:
+        self._max_checkpoints = 0
+
+    def clone(self) -> CompressedReader:
+        source = self._source
+        if source is None:
+            raise ValueError("clone of a closed object reader")
+        return CompressedReader(
+            self.hashkey, source, self._base, self._length, self.size, self.meta
+        )
 
     def where(self) -> str:
         return (
@@ -301,7 +326,7 @@ class CompressedReader(ObjectReader):
             out
             and cur.upos % self.interval == 0
             and cur.upos < self.size
-            and len(self._cps) <= MAX_CHECKPOINTS
+            and len(self._cps) <= self._max_checkpoints
         ):
             i = bisect.bisect_left(self._cp_pos, cur.upos)
             if i == len(self._cp_pos) or self._cp_pos[i] != cur.upos:

@@ -1,7 +1,19 @@
-"""The pyfuse3 adapter: maps FUSE requests onto the container engine (no storage logic here)."""
+"""The pyfuse3 adapter: maps FUSE requests onto the container engine (no storage logic here).
+
+`Operations` is imported lazily, so that `dosfs.fs.engine` (the engine contract) and the
+defaults can be imported without pyfuse3.
+"""
 
 from __future__ import annotations
 
-from dosfs.fs.operations import Operations
+from typing import Any
 
 __all__ = ["Operations"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Operations":
+        from dosfs.fs.operations import Operations
+
+        return Operations
+    raise AttributeError(name)

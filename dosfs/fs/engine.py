@@ -1,25 +1,66 @@
-"""The slice of the engine contract the FUSE adapter relies on, as structural types.
+"""The engine contract: what the FUSE adapter relies on, as structural types.
 
 Why a Protocol and not ``dosfs.Container`` itself: the adapter is tested against a fake engine
-(exact failures on demand), and this file is the written-down contract both must satisfy.
+(exact failures on demand), and this file is the written-down contract both must satisfy; mypy
+checks ``Container`` against ``EngineLike`` where the mount opens one (mount.open_container).
+Results are the engine's own types (``ObjectMeta``), never dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from dosfs.container.meta import ObjectMeta
 
 
 class ObjectReaderLike(Protocol):
     """An open object whose bytes were pinned at open time (survives packing)."""
 
-    size: int
-    compressed: bool
+    @property
+    def hashkey(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def compressed(self) -> bool: ...
+
+    @property
+    def meta(self) -> ObjectMeta: ...
 
     def pread(self, offset: int, size: int) -> bytes: ...
 
     def close(self) -> None: ...
+
+    def where(self) -> str:
+        """Where the bytes live (for the ERROR line about a corrupt object)."""
+        ...
+
+    def clone(self) -> ObjectReaderLike:
+        """Another reader of the same pinned bytes (the verifier reads with it)."""
+        ...
+
+    def sequential(self) -> None:
+        """Only front-to-back reads will follow (no random-access state needed)."""
+        ...
+
+
+class VerifierLike(Protocol):
+    """Hashing of one object in a thread of its own (dosfs.container.verify)."""
+
+    @property
+    def ok(self) -> bool | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def feed(self, offset: int, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def cancel(self) -> None: ...
 
 
 class StagedObjectLike(Protocol):
@@ -28,7 +69,12 @@ class StagedObjectLike(Protocol):
     @property
     def size(self) -> int: ...
 
-    def pwrite(self, data: bytes, offset: int) -> int: ...
+    @property
+    def path(self) -> str: ...
+
+    def pwrite(self, data: bytes, offset: int, hash: bool = True) -> int: ...
+
+    def hash_update(self, data: bytes, offset: int) -> None: ...
 
     def pread(self, offset: int, size: int) -> bytes: ...
 
@@ -36,23 +82,28 @@ class StagedObjectLike(Protocol):
 
     def fsync(self) -> None: ...
 
+    def mark_complete(self) -> None: ...
+
     def commit(self) -> str: ...
 
     def discard(self) -> None: ...
 
 
 class EngineLike(Protocol):
-    """What ``dosfs.Container`` offers to the mount (see notes/common.md, the engine contract)."""
+    """What ``dosfs.Container`` offers to the mount."""
 
     @property
     def hash_length(self) -> int: ...
+
+    @property
+    def hash_type(self) -> str: ...
 
     @property
     def folder(self) -> Path: ...
 
     def is_valid_hashkey(self, name: str) -> bool: ...
 
-    def get_object_meta(self, hashkey: str) -> Mapping[str, Any]: ...
+    def get_object_meta(self, hashkey: str) -> ObjectMeta: ...
 
     def open_object(self, hashkey: str) -> ObjectReaderLike: ...
 
@@ -60,17 +111,20 @@ class EngineLike(Protocol):
 
     def iter_hashkeys(self, after: str | None = None) -> Iterator[str]: ...
 
+    def verifier(
+        self,
+        reader: ObjectReaderLike,
+        *,
+        eager: bool,
+        on_done: Callable[[VerifierLike], None] | None = None,
+    ) -> VerifierLike: ...
 
-_MISSING = object()
+    def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
+        """CorruptObject unless `data` hashes to `hashkey`."""
+        ...
 
+    def recover_staged(self) -> list[str]:
+        """Commit staging files a dead writer declared complete; their keys."""
+        ...
 
-def meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    """Read one field of an ObjectMeta whether it is an object with attributes (fast: the
-    engine's) or a mapping (disk-objectstore style)."""
-    value = getattr(meta, key, _MISSING)
-    if value is not _MISSING:
-        return value
-    try:
-        return meta[key]
-    except (KeyError, TypeError, IndexError):
-        return default
+    def checkpoint(self) -> None: ...

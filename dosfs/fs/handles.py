@@ -8,15 +8,22 @@ from __future__ import annotations
 import errno
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import pyfuse3
 import trio
 
-from dosfs.fs.engine import ObjectReaderLike
-from dosfs.fs.nodes import DirNode, FileNode, TreeNode
+from dosfs.fs.engine import ObjectReaderLike, VerifierLike
+from dosfs.fs.inodes import ObjectNode
+from dosfs.fs.tree import DirNode, TreeNode
+
+if TYPE_CHECKING:
+    from dosfs.fs.incoming import IncomingFile
 
 H = TypeVar("H")
+
+# Indirection so adapter tests can call readdir without a kernel token.
+readdir_reply = pyfuse3.readdir_reply
 
 
 class HandleTable(Generic[H]):
@@ -50,18 +57,28 @@ class HandleTable(Generic[H]):
 
 @dataclass(eq=False)
 class ReadHandle:
-    """An open by-hash object: the reader pinned the object's bytes at open time."""
+    """An open object: the reader pinned the object's bytes at open time.
+
+    ``node``: the by-hash inode it was opened through (None for a committed incoming/ file),
+    whose verdict is shared by every open of it; ``trusted``: reads need no verification;
+    ``verifier``/``verdict``: the hashing of a big object in progress, and its trio event."""
 
     reader: ObjectReaderLike
     hashkey: str
+    node: ObjectNode | None = None
+    trusted: bool = False
+    verifier: VerifierLike | None = None
+    verdict: trio.Event | None = None
 
 
 @dataclass(eq=False)
 class WriteHandle:
-    """An open incoming/ file being written; several handles may share one FileNode."""
+    """An open incoming/ file; several handles may share one IncomingFile. A read-only handle
+    of a file committed meanwhile reads the object (``reader``, opened on first read)."""
 
-    node: FileNode
+    file: IncomingFile
     writable: bool = True  # read-only opens of a file being written skip the fsync at close
+    reader: ObjectReaderLike | None = None
 
 
 #: How many recent cursor positions a by-hash listing remembers exactly (see HashDirHandle).

@@ -25,6 +25,7 @@ MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_
          "mount.read_packed_again", "mount.read_compressed_first", "mount.read_compressed_again",
          "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming", "mount.daemon_rss"]
 DAEMON = ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"]
+BACKUP = ["backup.first", "backup.incremental"]
 
 
 def fuse_missing() -> str | None:
@@ -51,7 +52,7 @@ def test_speed_ratio_direction() -> None:
 def test_selection_by_group_and_name() -> None:
     assert select(["api.get_single"]) == ["api.get_single"]
     assert select(["daemon"]) == DAEMON
-    assert select([]) == API + MOUNT + DAEMON
+    assert select([]) == API + MOUNT + DAEMON + BACKUP
     with pytest.raises(SystemExit):
         select(["no.such.figure"])
 
@@ -66,7 +67,7 @@ def test_scaled_sizes_keep_floors() -> None:
 @pytest.mark.slow
 def test_bench_quick_tiny(tmp_path: Path) -> None:
     reason = fuse_missing()
-    names = [] if reason is None else ["api"]
+    names = [] if reason is None else ["api", "backup"]
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [str(ROOT / "scripts" / "bench"), "--quick", "--scale", "0.02", "--no-drop-caches",
@@ -76,7 +77,7 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     doc = json.loads(out.read_text())
-    expected = API if reason else API + MOUNT + DAEMON
+    expected = API + BACKUP if reason else API + MOUNT + DAEMON + BACKUP
     assert list(doc["figures"]) == expected
     for key, fig in doc["figures"].items():
         assert "error" not in fig, (key, fig.get("error"))

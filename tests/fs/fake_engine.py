@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from dosfs.container.errors import InvalidHashKey, NotExistent
+from dosfs.container.meta import ObjectMeta, ObjectType
+from dosfs.container.readers import check_hash
+from dosfs.container.verify import ObjectVerifier
 
 HEX = set("0123456789abcdef")
 
@@ -26,9 +29,20 @@ class FakeReader:
         self.data = engine.objects[hashkey]  # pinned: later removals do not affect it
         self.meta = engine.get_object_meta(hashkey)
         self.size = len(self.data)
-        self.compressed = bool(self.meta["pack_compressed"])
+        self.compressed = bool(self.meta.pack_compressed)
         self.closed = False
         self.threads: list[int] = []
+
+    def where(self) -> str:
+        return f"fake {self.meta.type.value} object"
+
+    def clone(self) -> FakeReader:
+        other = FakeReader(self.engine, self.hashkey)
+        other.data = self.data
+        return other
+
+    def sequential(self) -> None:
+        pass
 
     def pread(self, offset: int, size: int) -> bytes:
         self.engine._maybe_fail("pread")
@@ -47,18 +61,26 @@ class FakeStaged:
         self.buffer = bytearray()
         self.state = "open"
         self.fsyncs = 0
+        self.path = "/fake/staged"
+        self.complete = False
 
     @property
     def size(self) -> int:
         return len(self.buffer)
 
-    def pwrite(self, data: bytes, offset: int) -> int:
+    def pwrite(self, data: bytes, offset: int, hash: bool = True) -> int:
         self.engine._maybe_fail("pwrite")
         assert self.state == "open"
         if offset > len(self.buffer):
             self.buffer.extend(b"\0" * (offset - len(self.buffer)))
         self.buffer[offset : offset + len(data)] = data
         return len(data)
+
+    def hash_update(self, data: bytes, offset: int) -> None:
+        pass  # the fake hashes at commit
+
+    def mark_complete(self) -> None:
+        self.complete = True
 
     def pread(self, offset: int, size: int) -> bytes:
         return bytes(self.buffer[offset : offset + size])
@@ -76,6 +98,8 @@ class FakeStaged:
     def commit(self) -> str:
         assert self.state == "open"
         try:
+            self.engine._maybe_fail("fsync")  # a real commit fsyncs the staged bytes first
+            self.fsyncs += 1
             self.engine._maybe_fail("commit")
         except BaseException:
             self.state = "discarded"
@@ -93,6 +117,7 @@ class FakeStaged:
 
 class FakeEngine:
     hash_length = 64
+    hash_type = "sha256"
 
     def __init__(self, folder: Path | str = "/") -> None:
         self.folder = Path(folder)
@@ -128,29 +153,24 @@ class FakeEngine:
         self.calls["is_valid_hashkey"] = self.calls.get("is_valid_hashkey", 0) + 1
         return len(name) == self.hash_length and set(name) <= HEX
 
-    def get_object_meta(self, hashkey: str) -> dict[str, Any]:
+    def get_object_meta(self, hashkey: str) -> ObjectMeta:
         self._maybe_fail("get_object_meta")
         if not self.is_valid_hashkey(hashkey):
             raise InvalidHashKey(hashkey)
         if hashkey not in self.objects:
-            return {
-                "type": "missing",
-                "size": None,
-                "pack_id": None,
-                "pack_compressed": None,
-                "pack_offset": None,
-                "pack_length": None,
-            }
+            raise NotExistent(hashkey)
+        size = len(self.objects[hashkey])
         if hashkey in self.packed:
-            return {"type": "packed", "size": len(self.objects[hashkey]), **self.packed[hashkey]}
-        return {
-            "type": "loose",
-            "size": len(self.objects[hashkey]),
-            "pack_id": None,
-            "pack_compressed": False,
-            "pack_offset": None,
-            "pack_length": None,
-        }
+            p = self.packed[hashkey]
+            return ObjectMeta(
+                ObjectType.PACKED,
+                size,
+                p["pack_id"],
+                p["pack_compressed"],
+                p["pack_offset"],
+                p["pack_length"],
+            )
+        return ObjectMeta(ObjectType.LOOSE, size)
 
     def open_object(self, hashkey: str) -> FakeReader:
         self._maybe_fail("open_object")
@@ -173,3 +193,15 @@ class FakeEngine:
         for hashkey in sorted(self.objects):
             if after is None or hashkey > after:
                 yield hashkey
+
+    def verifier(self, reader: Any, *, eager: bool, on_done: Any = None) -> ObjectVerifier:
+        return ObjectVerifier(reader, self.hash_type, eager=eager, on_done=on_done)
+
+    def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
+        check_hash(hashkey, self.hash_type, data, where)
+
+    def recover_staged(self) -> list[str]:
+        return []
+
+    def checkpoint(self) -> None:
+        pass

@@ -30,11 +30,14 @@ from dosfs.container.errors import (
     ModificationNotAllowed,
     NotExistent,
 )
+from dosfs.fs import byhash as fs_byhash
 from dosfs.fs import errors as fs_errors
+from dosfs.fs import handles as fs_handles
+from dosfs.fs import incoming as fs_incoming
 from dosfs.fs import memory, writebehind
-from dosfs.fs import operations as ops_module
+from dosfs.fs import operations as fs_operations
 from dosfs.fs.errors import ERRNO_TABLE, boundary, errno_for
-from dosfs.fs.nodes import BY_HASH_INODE, INCOMING_INODE, ROOT_INODE
+from dosfs.fs.inodes import BY_HASH_INODE, INCOMING_INODE, ROOT_INODE
 from dosfs.fs.operations import Operations, cursor_id
 from dosfs.fs.writebehind import WriteBehind
 from tests.fs.fake_engine import FakeEngine
@@ -66,7 +69,7 @@ class Token:
 
 @pytest.fixture(autouse=True)
 def fake_readdir_reply(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ops_module, "readdir_reply", lambda token, *a: token.reply(*a))
+    monkeypatch.setattr(fs_handles, "readdir_reply", lambda token, *a: token.reply(*a))
 
 
 @pytest.fixture
@@ -390,7 +393,7 @@ async def list_all(ops: Operations, fh: int, capacity: int) -> list[tuple[bytes,
 async def test_listing_streams_in_hash_order_across_pages(
     ops: Operations, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ops_module, "LISTING_BATCH", 16)
+    monkeypatch.setattr(fs_byhash, "LISTING_BATCH", 16)
     hashes = sorted(engine.add(str(i).encode()) for i in range(300))
     fh = await ops.opendir(BY_HASH_INODE, CTX)
     entries = await list_all(ops, fh, capacity=7)
@@ -586,7 +589,10 @@ async def test_commit_failure_leaves_no_name(
 ) -> None:
     engine.fail["commit"] = OSError(errno.ENOSPC, "No space left on device")
     with caplog.at_level(logging.WARNING, logger="dosfs.fs"):
-        await write_file(ops, "incoming/f", b"content")
+        fi, _ = await ops.create(INCOMING_INODE, b"f", 0o644, os.O_WRONLY, CTX)
+        await ops.write(fi.fh, 0, b"content")
+        await expect_errno(errno.ENOSPC, ops.flush(fi.fh))  # close() is the commit: it says so
+        await ops.release(fi.fh)
     assert engine.commits == []
     await expect_errno(errno.ENOENT, ops.lookup(INCOMING_INODE, b"f", CTX))
     assert "incoming/f" in caplog.text
@@ -775,8 +781,9 @@ async def test_shutdown_discards_unfinished_files(ops: Operations, engine: FakeE
 
 def test_errors_module_has_one_table() -> None:
     # the table is the only mapping: handlers raise FUSEError only for decisions of their own
-    source = inspect.getsource(ops_module)
-    assert "ERRNO_TABLE" not in source and "except OSError" not in source
+    for module in (fs_operations, fs_byhash, fs_incoming):
+        source = inspect.getsource(module)
+        assert "ERRNO_TABLE" not in source and "except OSError" not in source
     assert fs_errors.ERRNO_TABLE is ERRNO_TABLE
 
 
@@ -785,7 +792,7 @@ def test_errors_module_has_one_table() -> None:
 
 @pytest.fixture
 def small_write_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ops_module, "START_AFTER", 64)
+    monkeypatch.setattr(fs_incoming, "START_AFTER", 64)
     monkeypatch.setattr("dosfs.fs.writebehind.MAX_PENDING", 256)
 
 
@@ -870,7 +877,7 @@ def test_write_behind_starts_writeback_early(
 async def test_closing_a_big_compressed_reader_trims_the_heap(
     ops: Operations, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ops_module, "TRIM_AFTER", 1000)
+    monkeypatch.setattr(fs_byhash, "TRIM_AFTER", 1000)
     calls: list[int] = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda pad: calls.append(pad) or 1)
     small_comp = engine.add(b"x" * 999, packed=True, compressed=True)

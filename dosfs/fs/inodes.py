@@ -1,0 +1,188 @@
+"""Inodes of the mount: what each number the kernel holds stands for.
+
+Inode numbers come from one monotonic counter and are never reused (the kernel may still hold
+an old number when a name is replaced, and a reused number would alias two files). A number is
+dropped from the table when the kernel has forgotten it (lookup count 0) and nothing else pins it
+(a name in the incoming/ tree, an open handle). Objects under by-hash/ are pinned only by the
+kernel, so the table holds exactly the objects the kernel currently remembers (bounded: past
+``max_objects`` the oldest are invalidated in the kernel, CLOCK order).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Iterator
+
+import pyfuse3
+
+from dosfs.fs.limits import DEFAULT_MAX_INODES
+
+ROOT_INODE = pyfuse3.ROOT_INODE  # 1
+BY_HASH_INODE = ROOT_INODE + 1
+INCOMING_INODE = ROOT_INODE + 2
+FIRST_DYNAMIC_INODE = ROOT_INODE + 16
+
+BY_HASH_NAME = b"by-hash"
+INCOMING_NAME = b"incoming"
+
+
+class Node:
+    """Something the kernel can hold an inode number for."""
+
+    __slots__ = ("ino", "lookups")
+
+    def __init__(self) -> None:
+        self.ino = 0
+        self.lookups = 0
+
+    def pinned(self) -> bool:
+        """True while something other than the kernel needs this inode number to stay valid."""
+        return False
+
+
+class FixedDir(Node):
+    """The root and by-hash/: no storage of their own, never forgotten."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, ino: int, name: bytes) -> None:
+        super().__init__()
+        self.ino = ino
+        self.name = name
+
+    def pinned(self) -> bool:
+        return True
+
+
+class ObjectNode(Node):
+    """by-hash/<hashkey>: an immutable object; the size is cached because content never changes.
+
+    ``referenced``/``in_clock``: state of the CLOCK (second chance) eviction in InodeTable.
+    ``verdict``: None until the object's bytes were hashed through the mount, then whether
+    they hashed to its key (so re-opens do not hash again; bounded like the table itself).
+    """
+
+    __slots__ = ("hashkey", "size", "referenced", "in_clock", "verdict")
+
+    def __init__(self, hashkey: str, size: int) -> None:
+        super().__init__()
+        self.hashkey = hashkey
+        self.size = size
+        self.referenced = False
+        self.in_clock = False
+        self.verdict: bool | None = None
+
+
+class InodeTable:
+    """inode -> node, hashkey -> inode for objects, and the kernel's lookup counts."""
+
+    def __init__(self, max_objects: int = DEFAULT_MAX_INODES) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._by_hash: dict[str, ObjectNode] = {}
+        self._next = FIRST_DYNAMIC_INODE
+        self.max_objects = max_objects
+        #: object nodes the kernel holds, in CLOCK order (8 bytes each; may hold dropped nodes,
+        #: skipped when met and compacted when they dominate)
+        self._clock: deque[ObjectNode] = deque()
+        self._in_clock = 0
+
+    @property
+    def object_count(self) -> int:
+        """Object inodes held (kernel-referenced, including those asked to be dropped)."""
+        return len(self._by_hash)
+
+    def spare_number(self) -> int:
+        """A fresh inode number that is never tracked (listing entries past the bound)."""
+        ino = self._next
+        self._next += 1
+        return ino
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def add_fixed(self, node: Node) -> None:
+        self._nodes[node.ino] = node
+
+    def register(self, node: Node) -> Node:
+        """Give ``node`` a fresh, never used inode number."""
+        node.ino = self._next
+        self._next += 1
+        self._nodes[node.ino] = node
+        return node
+
+    def get(self, ino: int) -> Node:
+        try:
+            return self._nodes[ino]
+        except KeyError:
+            # A number the kernel holds but we do not: an untracked listing entry (the kernel
+            # revalidates those by name first) or a bug. ESTALE makes the kernel look up again.
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+
+    def find_object(self, hashkey: str) -> ObjectNode | None:
+        return self._by_hash.get(hashkey)
+
+    def object_node(self, hashkey: str, size: int) -> ObjectNode:
+        """The node for ``hashkey``, created (lookup count 0) when the kernel holds none."""
+        node = self._by_hash.get(hashkey)
+        if node is None:
+            node = ObjectNode(hashkey, size)
+            self.register(node)
+            self._by_hash[hashkey] = node
+        return node
+
+    def remember_object(self, node: ObjectNode) -> list[ObjectNode]:
+        """Count one more kernel lookup of ``node``; return the objects the kernel should now
+        drop (oldest first) so that at most ``max_objects`` stay known."""
+        node.lookups += 1
+        if node.in_clock:
+            node.referenced = True
+            return []
+        node.in_clock = True
+        self._clock.append(node)
+        self._in_clock += 1
+        if self._in_clock <= self.max_objects:
+            return []
+        # Evict a batch (not one per lookup at the bound); second chance for re-used ones.
+        want = max(self._in_clock - self.max_objects, min(256, self.max_objects // 8 or 1))
+        stale: list[ObjectNode] = []
+        clock = self._clock
+        for _ in range(2 * len(clock)):
+            if len(stale) >= want or self._in_clock <= 1 or not clock:
+                break
+            candidate = clock.popleft()
+            if not candidate.in_clock:
+                continue  # dropped earlier; its slot was already uncounted
+            if candidate.referenced or candidate is node:
+                candidate.referenced = False
+                clock.append(candidate)
+                continue
+            candidate.in_clock = False
+            self._in_clock -= 1
+            stale.append(candidate)
+        return stale
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._nodes.get(ino)
+        if node is None:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self.maybe_drop(node)
+
+    def maybe_drop(self, node: Node) -> None:
+        """Drop ``node`` if neither the kernel nor the mount needs its number any more."""
+        if node.lookups > 0 or node.pinned():
+            return
+        if self._nodes.get(node.ino) is node:
+            del self._nodes[node.ino]
+        if isinstance(node, ObjectNode):
+            if self._by_hash.get(node.hashkey) is node:
+                del self._by_hash[node.hashkey]
+            if node.in_clock:
+                node.in_clock = False
+                self._in_clock -= 1
+                if len(self._clock) > 2 * self._in_clock + 1024:
+                    self._clock = deque(n for n in self._clock if n.in_clock)
+
+    def nodes(self) -> Iterator[Node]:
+        return iter(list(self._nodes.values()))
