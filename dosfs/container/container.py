@@ -37,7 +37,7 @@ from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import PackCache, PackStore
 from dosfs.container.parts import Parts, open_parts
 from dosfs.container.readers import ObjectReader, ObjectStream, check_hash
-from dosfs.container.verify import ObjectVerifier, Readable
+from dosfs.container.verify import ObjectVerifier, ProcessVerifier, Readable, verifier_for
 
 Callback = Callable[[str, Any], None]
 
@@ -372,10 +372,10 @@ class Container:
         reader: Readable,
         *,
         eager: bool,
-        on_done: Callable[[ObjectVerifier], None] | None = None,
-    ) -> ObjectVerifier:
-        """Hash `reader`'s object on a thread of its own (see verify.py)."""
-        return ObjectVerifier(reader, self.hash_type, eager=eager, on_done=on_done)
+        on_done: Callable[[Any], None] | None = None,
+    ) -> ObjectVerifier | ProcessVerifier:
+        """Hash `reader`'s object off the calling thread (see verify.py)."""
+        return verifier_for(reader, self.hash_type, eager=eager, on_done=on_done)
 
     def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
         """CorruptObject unless `data` hashes to `hashkey`."""

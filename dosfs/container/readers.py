@@ -123,6 +123,11 @@ class ObjectReader:
     def sequential(self) -> None:
         """This reader will only be read front to back: keep no random-access state."""
 
+    def stored_range(self) -> tuple[int, int, int, bool] | None:
+        """(fd, offset, length, compressed) of the stored bytes when they lie in a local file
+        (a helper process can read them itself), else None."""
+        return None
+
     def clone(self) -> ObjectReader:  # pragma: no cover - abstract
         """Another reader of the very same bytes (same pinned source), with its own state."""
         raise NotImplementedError
@@ -193,6 +198,10 @@ class RawReader(ObjectReader):
                 f"({self.where()})",
             )
         return data
+
+    def stored_range(self) -> tuple[int, int, int, bool] | None:
+        fd = getattr(self._source, "fd", None)
+        return None if fd is None else (fd, self._base, self.size, False)
 
     def clone(self) -> RawReader:
         source = self._source
@@ -270,6 +279,10 @@ class CompressedReader(ObjectReader):
 
     def sequential(self) -> None:
         self._max_checkpoints = 0
+
+    def stored_range(self) -> tuple[int, int, int, bool] | None:
+        fd = getattr(self._source, "fd", None)
+        return None if fd is None else (fd, self._base, self._length, True)
 
     def clone(self) -> CompressedReader:
         source = self._source

@@ -138,6 +138,7 @@ class ByHash:
         data = await self.offload.read(reader, off, size)
         verifier.feed(off, data)
         if off + len(data) >= reader.size:  # this read completes the object
+            verifier.finish()
             await handle.verdict.wait()
             if not verifier.ok:
                 raise self._corrupt(handle, f"{verifier.reason} ({reader.where()})")
@@ -157,9 +158,8 @@ class ByHash:
         clone = handle.reader.clone()
         clone.sequential()
         handle.verdict = event
-        handle.verifier = self.engine.verifier(
-            clone, eager=not handle.reader.compressed, on_done=done
-        )
+        # fed by the reads (no second read of the bytes); gaps it reads itself
+        handle.verifier = self.engine.verifier(clone, eager=False, on_done=done)
 
     def _trusted(self, handle: ReadHandle) -> None:
         handle.trusted = True

@@ -214,7 +214,8 @@ def bench_api_compressed(ctx: Ctx) -> list[Figure]:
 MOUNT_KEYS = [
     "mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_first",
     "mount.read_packed_again", "mount.read_compressed_first", "mount.read_compressed_again",
-    "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming", "mount.daemon_rss",
+    "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
+    "mount.daemon_rss",
 ]
 
 
@@ -236,7 +237,7 @@ def bench_mount(ctx: Ctx) -> list[Figure]:
     base = ctx.dir("mount")
     src = ctx.dir("mount", "src")
     want_big = ctx.want("mount.read_loose_first", "mount.read_loose_again",
-                        "mount.read_packed_first", "mount.read_packed_again")
+                        "mount.read_packed_first", "mount.read_packed_again", "mount.verify_first")
     want_comp = ctx.want("mount.read_compressed_first", "mount.read_compressed_again")
     big = s.mount_big_bytes if want_big else 4096
     comp = s.mount_compressed_bytes if want_comp else 4096
@@ -322,6 +323,24 @@ def bench_mount(ctx: Ctx) -> list[Figure]:
                     Side("dosfs mount: cat", a_runs, size), Side(native_name, b_runs, size),
                     target=target, target_text="≥ 0.9×" if target else "",
                     params={"bytes": size}))
+        if ctx.want("mount.verify_first"):
+            # the cost of verification: the same cold read through a verify=off mount
+            h = built["packed"]
+            with Mount(container, ctx.dir("mount", "mp-raw"), base / "daemon-raw.log",
+                       options="verify=off") as raw:
+                on_runs: list[float] = []
+                off_runs: list[float] = []
+                for r in range(max(5, ctx.repeats)):
+                    order = [(on_runs, mp), (off_runs, raw.mountpoint)]
+                    for runs, point in (order if r % 2 else order[::-1]):
+                        ctx.drop_caches(prime=big + 256 * MIB)
+                        runs.append(run_timed(["cat", str(point / "by-hash" / h)]))
+            add(Figure(
+                "mount.verify_first", "first read of a packed object, verify=on vs verify=off "
+                "(the cost of hashing it before its last byte is served)", "MiB/s",
+                Side("verify=on (default)", on_runs, big), Side("verify=off", off_runs, big),
+                target=1 / 1.15, target_text="≥ 0.87× (within 15%)",
+                params={"bytes": big, "cold": ctx.drop}))
         daemon_mem["after_big_reads"] = m.memory()
 
         # Small files: fresh names per run (the first lookup is what costs through FUSE), backing

@@ -58,11 +58,13 @@ class Mount:
     """`dosfs mount --foreground CONTAINER MOUNTPOINT` as a child process: its pid is the daemon's,
     so its memory can be read from /proc. Unmounts on exit, also when the body raised."""
 
-    def __init__(self, container: Path, mountpoint: Path, log: Path, timeout: float = 60.0):
+    def __init__(self, container: Path, mountpoint: Path, log: Path, timeout: float = 60.0,
+                 options: str = ""):
         self.container = container
         self.mountpoint = mountpoint
         self.log_path = log
         self.timeout = timeout
+        self.options = options
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +75,8 @@ class Mount:
     def __enter__(self) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         cmd = [*dosfs_command(), "mount", "--foreground", str(self.container), str(self.mountpoint)]
+        if self.options:
+            cmd[3:3] = ["-o", self.options]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)

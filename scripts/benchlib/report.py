@@ -143,7 +143,7 @@ SECTIONS = [
     ("api.", "In-process API: a = dosfs, b = disk-objectstore 1.5.0 (same data, same run)"),
     ("mount.", "Mount: a = through `dosfs mount`, b = native access to the same bytes"),
     ("daemon.", "Daemon: a = mount of the large index, b = of the small one (counts in the rows)"),
-    ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container, same DEST kind)"),
+    ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container and DEST)"),
 ]
 
 

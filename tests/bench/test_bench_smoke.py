@@ -23,7 +23,8 @@ API = ["api.get_single", "api.get_bulk", "api.stream_bulk", "api.pack_write", "a
        "api.pack_all_loose", "api.stream_write", "api.stream_read", "api.compressed_random"]
 MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_first",
          "mount.read_packed_again", "mount.read_compressed_first", "mount.read_compressed_again",
-         "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming", "mount.daemon_rss"]
+         "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
+         "mount.daemon_rss"]
 DAEMON = ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"]
 BACKUP = ["backup.first", "backup.incremental"]
 

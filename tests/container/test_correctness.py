@@ -384,3 +384,66 @@ def test_repack_holds_the_pack_lock(container: Container) -> None:
         os.replace = real_replace
     assert seen == [True], "pack 0 was replaced without holding packs/0.lock"
     assert not (container.folder / "packs" / "0.lock").exists()
+
+
+# -- 2b. the hashing helper process the mount verifies big objects with -----------------------
+@pytest.mark.parametrize("compress", [False, True])
+def test_helper_process_verdicts(container: Container, compress: bool) -> None:
+    from dosfs.container.verify import ProcessVerifier
+
+    good = b"".join(b"%07d helper\n" % i for i in range(200_000))
+    h = container.add_objects_to_pack([good], compress=compress)[0]
+    verdicts: list[bool | None] = []
+    with container.open_object(h) as reader:
+        v = container.verifier(reader, eager=True, on_done=lambda v: verdicts.append(v.ok))
+        assert isinstance(v, ProcessVerifier)
+        assert v.wait(30) and verdicts == [True]
+    meta = container.get_object_meta(h)
+    _flip(container.folder / "packs" / "0", meta.pack_offset + meta.pack_length // 2)
+    with container.open_object(h) as reader:
+        v = container.verifier(reader, eager=True)
+        assert v.wait(30) is False and v.reason
+
+
+def test_helper_process_death_falls_back_to_a_thread(container: Container) -> None:
+    from dosfs.container import verify
+
+    staged = container.new_staged_object()
+    block = os.urandom(1 << 20)
+    for _ in range(96):
+        staged.write(block)
+    h = staged.commit()  # 96 MiB: the helper needs a while, it is killed before replying
+    service = verify.HashService()
+    with container.open_object(h) as reader:
+        stored = reader.stored_range()
+        assert stored is not None
+        fd, offset, length, compressed = stored
+        v = verify.ProcessVerifier(reader, "sha256", fd, (offset, length, compressed),
+                                   service=service)
+        assert service._proc is not None
+        service._proc.kill()
+        service._proc.wait()
+        assert v.wait(60) is True  # hashed in-process instead: no wrong verdict
+        assert v._fallback is not None
+        v2 = verify.ProcessVerifier(reader, "sha256", fd, (offset, length, compressed),
+                                    service=service)  # a new helper starts
+        assert v2.wait(60) is True and v2._fallback is None
+    service.close()
+
+
+def test_repack_leftovers_are_read_by_disk_objectstore_too(container: Container) -> None:
+    import disk_objectstore
+
+    blobs = [b"both tools %d" % i * 20 for i in range(10)]
+    keys = container.add_objects_to_pack(blobs)
+    packs = container.folder / "packs"
+    os.link(packs / "0", packs / "0.dosfs-repack")
+    (packs / "-1").write_bytes((packs / "0").read_bytes())
+    with disk_objectstore.Container(container.folder) as dos:
+        assert dos.validate().is_valid()
+        assert dos.get_objects_content(keys) == dict(zip(keys, blobs, strict=True))
+    container.clean_storage()
+    with disk_objectstore.Container(container.folder) as dos:
+        assert dos.validate().is_valid()
+        dos.pack_all_loose()
+        assert dos.count_objects()["packed"] == 10
