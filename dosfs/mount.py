@@ -1,16 +1,12 @@
-"""Mount lifecycle: checks with clear errors, the daemon, readiness, signals, unmount.
+"""Mount lifecycle: options, checks with clear errors, starting the daemon, unmount.
 
 ``dosfs mount`` without ``--foreground`` re-executes itself as a detached daemon
 (``python -m dosfs.cli mount --foreground --ready-fd N ...``) and waits on a pipe until the
 daemon writes ``READY`` (the mount answers requests) or ``ERROR <message>``; so a failure to
 mount is reported by the command the user ran, with a non-zero exit. Re-executing rather than
-forking keeps the daemon free of whatever the parent had loaded or started.
-
-In the daemon, one trio loop runs ``pyfuse3.main`` beside a signal task: SIGTERM/SIGINT/SIGHUP
-call ``pyfuse3.terminate()``; then ``pyfuse3.close(unmount=True)`` (libfuse detaches the mount
-lazily, so open files do not block it), files still being written are discarded (never
-committed half-written), and the container is closed. Under systemd (``$NOTIFY_SOCKET``) it sends
-``READY=1`` once mounted and ``STOPPING=1`` when a signal arrives.
+forking keeps the daemon free of whatever the parent had loaded or started. The daemon itself
+(serving, signals, readiness, systemd) is daemon.py; this module imports neither pyfuse3 nor
+trio, so its own errors (a missing pyfuse3 among them) reach the user.
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -35,7 +29,6 @@ from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
 
 if TYPE_CHECKING:
     from dosfs.container.container import Container
-    from dosfs.fs.operations import Operations
 
 log = logging.getLogger("dosfs.mount")
 
@@ -46,6 +39,10 @@ DEFAULT_READAHEAD_KB = 1024
 #: How long `dosfs mount` waits for the daemon to report, and `dosfs umount` for it to exit.
 READY_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
+#: SQLite page cache per engine connection in the daemon (KiB). The daemon has one connection
+#: per thread (the loop + the workers); the OS page cache holds packs.idx anyway, and the
+#: daemon's memory must stay small (the engine's default suits batch jobs).
+DAEMON_SQLITE_CACHE_KIB = 1024
 #: Seconds between passive checkpoints of packs.idx by the daemon (other processes' commits
 #: would otherwise stay in packs.idx-wal while the daemon keeps its connections open).
 CHECKPOINT_INTERVAL = 10.0
@@ -145,8 +142,9 @@ def check_fuse() -> None:
         import pyfuse3  # noqa: F401
     except ImportError as exc:
         raise MountError(
-            f"pyfuse3 cannot be imported ({exc}): install it with pip (it builds from source and "
-            "needs libfuse3-dev, pkg-config and a C compiler: apt install libfuse3-dev pkg-config)"
+            f"pyfuse3 cannot be imported ({exc}): install the mount extra, pip install "
+            "'dosfs[mount]' (pyfuse3 builds from source and needs libfuse3-dev, pkg-config and a "
+            "C compiler: apt install libfuse3-dev pkg-config gcc)"
         ) from None
     if not os.path.exists("/dev/fuse"):
         raise MountError(
@@ -233,53 +231,6 @@ def open_container(folder: Path) -> Container:
     return container
 
 
-# ---------------------------------------------------------------------------- systemd & logs
-
-
-def sd_notify(message: str) -> bool:
-    """Send ``message`` to systemd's notify socket if there is one (Type=notify units)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-    except OSError as exc:
-        log.warning("could not notify systemd (%s): %s", message, exc)
-        return False
-    return True
-
-
-class _QuietAbortedReplies(logging.Filter):
-    """pyfuse3 logs ERROR when a reply finds its request gone (ENOENT: the caller was
-    interrupted, or a RELEASE was still in flight at unmount). Nothing is lost: keep it quiet."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("fuse_reply_" in message and "No such file or directory" in message)
-
-
-def setup_logging(debug: bool) -> None:
-    """Log to stderr (the journal under systemd adds its own timestamps)."""
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if "JOURNAL_STREAM" not in os.environ:
-        fmt = "%(asctime)s " + fmt
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    for name in ("dosfs", "pyfuse3"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not debug:
-        pyfuse3_log = logging.getLogger("pyfuse3")
-        pyfuse3_log.setLevel(logging.WARNING)
-        pyfuse3_log.filters[:] = [_QuietAbortedReplies()]
-
-
 # ---------------------------------------------------------------------------- mount
 
 
@@ -299,7 +250,9 @@ def mount(
     for its readiness report.
     """
     if foreground:
-        _serve(container, mountpoint, opts, debug=debug, log_file=log_file, ready_fd=ready_fd)
+        from dosfs.daemon import serve
+
+        serve(container, mountpoint, opts, debug=debug, log_file=log_file, ready_fd=ready_fd)
         return
     check_fuse()
     mp = check_mountpoint(mountpoint)
@@ -364,212 +317,6 @@ def _read_report(pipe: Any, proc: subprocess.Popen[bytes]) -> str:
     return data.decode(errors="replace").strip()
 
 
-class _Reporter:
-    """Tells the waiting parent (pipe) and systemd (NOTIFY_SOCKET) how the mount went."""
-
-    def __init__(self, ready_fd: int | None, log_file: Path | None) -> None:
-        self.ready_fd = ready_fd
-        self.log_file = log_file
-
-    def _send(self, line: str) -> None:
-        if self.ready_fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self.ready_fd, (line.replace("\n", " ") + "\n").encode())
-        with contextlib.suppress(OSError):
-            os.close(self.ready_fd)
-        self.ready_fd = None
-
-    def error(self, message: str) -> None:
-        self._send("ERROR " + message)
-
-    def ready(self) -> None:
-        background = self.ready_fd is not None
-        self._send("READY")
-        sd_notify("READY=1")
-        if background:
-            # Detach from the terminal of `dosfs mount` now that it has its answer.
-            target = os.open(
-                str(self.log_file) if self.log_file else os.devnull,
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                0o644,
-            )
-            os.dup2(target, 2)
-            os.close(target)
-
-
-def _serve(
-    container: Path,
-    mountpoint: Path,
-    opts: MountOptions,
-    *,
-    debug: bool,
-    log_file: Path | None,
-    ready_fd: int | None,
-) -> None:
-    setup_logging(debug)
-    reporter = _Reporter(ready_fd, log_file)
-    early: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _frame: early.append(signum))
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
-    try:
-        check_fuse()
-        mp = check_mountpoint(mountpoint)
-        engine = open_container(container)
-    except MountError as exc:
-        reporter.error(str(exc))
-        raise
-    import pyfuse3
-    import trio
-
-    from dosfs.fs.operations import Operations
-
-    try:
-        engine.keep_index_open()  # so that reads keep working when the disk fills up
-    except Exception as exc:  # noqa: BLE001 - reads will report it; the mount still serves
-        log.warning("could not open the index of %s: %s", engine.folder, exc)
-    ops = Operations(
-        engine,
-        read_only=opts.read_only,
-        listing=opts.listing,
-        verify=opts.verify,
-        max_names=opts.max_names,
-        max_inodes=opts.max_inodes,
-        workers=opts.workers,
-        invalidate_entry=_invalidate_entry,
-    )
-    fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
-    fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
-    if opts.read_only:
-        fuse_options.add("ro")
-    if opts.allow_other:
-        fuse_options.add("allow_other")  # always with default_permissions (above)
-    try:
-        pyfuse3.init(ops, str(mp), fuse_options)
-    except RuntimeError as exc:
-        message = f"mounting {mp} failed ({exc})"
-        if opts.allow_other:
-            message += "; allow_other needs user_allow_other in /etc/fuse.conf for non-root users"
-        reporter.error(message)
-        raise MountError(message) from None
-    unmounted = False
-    try:
-        trio.run(_main, ops, mp, opts, reporter, early)
-        pyfuse3.close(unmount=True)
-        unmounted = True
-    finally:
-        if not unmounted:
-            with contextlib.suppress(Exception):
-                pyfuse3.close(unmount=True)
-        ops.shutdown()
-        with contextlib.suppress(Exception):
-            engine.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log.info("unmounted %s", mp)
-
-
-#: SQLite page cache per engine connection in the daemon (KiB). The daemon has one connection
-#: per thread (the loop + the workers); the OS page cache holds packs.idx anyway, and the
-#: daemon's memory must stay small (the engine's default suits batch jobs).
-DAEMON_SQLITE_CACHE_KIB = 1024
-
-
-def _invalidate_entry(parent_inode: int, name: bytes) -> None:
-    """Ask the kernel to drop a directory entry (queued: safe from inside a handler)."""
-    import pyfuse3
-
-    pyfuse3.invalidate_entry_async(parent_inode, name, ignore_enoent=True)
-
-
-async def _main(
-    ops: Operations, mountpoint: Path, opts: MountOptions, reporter: _Reporter, early: list[int]
-) -> None:
-    import pyfuse3
-    import trio
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_watch_signals, early)
-        nursery.start_soon(_when_ready, ops, mountpoint, opts, reporter)
-        nursery.start_soon(_checkpoints, ops)
-        await pyfuse3.main()
-        nursery.cancel_scope.cancel()
-
-
-async def _checkpoints(ops: Operations) -> None:
-    """Every CHECKPOINT_INTERVAL seconds, copy other processes' index commits from the WAL into
-    packs.idx (passive: never waits for readers or writers)."""
-    import trio
-
-    while True:
-        await trio.sleep(CHECKPOINT_INTERVAL)
-        try:
-            await ops.offload.run(ops.engine.checkpoint)
-        except Exception as exc:  # noqa: BLE001 - the next round tries again
-            log.debug("checkpoint: %s", exc)
-
-
-async def _watch_signals(early: list[int], task_status: Any) -> None:
-    import pyfuse3
-    import trio
-
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        task_status.started()
-        signum = early[0] if early else None
-        if signum is None:
-            async for received in signals:
-                signum = received
-                break
-        log.info("%s received: unmounting", signal.Signals(signum).name if signum else "signal")
-        sd_notify("STOPPING=1")
-        pyfuse3.terminate()
-
-
-async def _when_ready(
-    ops: Operations, mountpoint: Path, opts: MountOptions, reporter: _Reporter
-) -> None:
-    """Confirm the mount answers (a stat through it, from a thread), then tune and report;
-    then commit what a previous daemon declared complete but could not commit."""
-    import trio
-
-    ok = await trio.to_thread.run_sync(os.path.ismount, str(mountpoint))
-    if not ok:
-        reporter.error(f"{mountpoint} did not become a mount point")
-        return
-    if opts.readahead_kb:
-        await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
-    reporter.ready()
-    log.info("mounted at %s (%s)", mountpoint, opts.to_args())
-    if not opts.read_only:
-        try:
-            recovered = await ops.offload.run(ops.engine.recover_staged)
-        except Exception as exc:  # noqa: BLE001 - `dosfs clean` can do it later
-            log.warning("recovering complete staging files failed: %s", exc)
-        else:
-            for hashkey in recovered:
-                log.info("recovered a file closed before the last daemon died: %s", hashkey)
-
-
-def bdi_path(mountpoint: Path) -> Path:
-    """The mount's backing-device-info folder (its readahead lives there)."""
-    dev = os.stat(mountpoint).st_dev
-    return Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
-
-
-def set_readahead(mountpoint: Path, kb: int) -> bool:
-    """Raise the kernel readahead of the mount (root only; others keep the default)."""
-    try:
-        path = bdi_path(mountpoint) / "read_ahead_kb"
-        path.write_text(f"{kb}\n")
-    except OSError as exc:
-        log.debug("readahead left at the kernel default (%s)", exc)
-        return False
-    log.debug("readahead of %s set to %d KiB", mountpoint, kb)
-    return True
-
-
 # ---------------------------------------------------------------------------- unmount
 
 
@@ -613,6 +360,11 @@ def umount(mountpoint: Path, *, lazy: bool = False) -> None:
         pids = [pid for pid in pids if _alive(pid)]
         if pids:
             time.sleep(0.05)
+    if pids:
+        raise MountError(
+            f"{mp} is unmounted, but its daemon (pid {', '.join(map(str, pids))}) is still "
+            f"running after {EXIT_TIMEOUT:.0f} s (finishing commits?); see its log"
+        )
 
 
 def _alive(pid: int) -> bool:

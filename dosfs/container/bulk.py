@@ -15,7 +15,7 @@ before it removes loose files, an object is always in one of the two.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -225,7 +225,7 @@ def get_contents(
 
 def streams_and_meta(
     resolver: Resolver, hashkeys: Iterable[str], skip_if_missing: bool, verify: bool
-) -> Iterator[tuple[str, Any, ObjectMeta]]:
+) -> Generator[tuple[str, Any, ObjectMeta], None, None]:
     """`get_objects_stream_and_meta`: (hashkey, stream, meta) in pack/offset order; each stream
     is valid until the next item is requested."""
     verify_type = resolver.hash_type if verify else None

@@ -241,9 +241,9 @@ class Container:
         offset; each stream is valid until the next item is requested."""
         generator = bulk.streams_and_meta(self.parts.resolver, hashkeys, skip_if_missing, verify)
         try:
-            yield generator  # type: ignore[misc]
+            yield generator
         finally:
-            generator.close()  # type: ignore[attr-defined]
+            generator.close()
 
     def get_objects_content(
         self, hashkeys: Iterable[str], skip_if_missing: bool = True, *, verify: bool = False

@@ -21,15 +21,14 @@ import socket
 import sys
 import threading
 import zlib
+from typing import Any
 
 CHUNK = 1 << 20
 MAX_MESSAGE = 4096
 
 
-def _hash(fd: int, job: dict[str, object], cancelled: threading.Event) -> dict[str, object]:
-    offset = int(job["offset"])  # type: ignore[call-overload]
-    length = int(job["length"])  # type: ignore[call-overload]
-    size = int(job["size"])  # type: ignore[call-overload]
+def _hash(fd: int, job: dict[str, Any], cancelled: threading.Event) -> dict[str, object]:
+    offset, length, size = int(job["offset"]), int(job["length"]), int(job["size"])
     hasher = hashlib.new(str(job["hash_type"]))
     got = 0
     pos = 0
@@ -66,7 +65,7 @@ def serve(sock: socket.socket) -> None:
             except OSError:
                 pass
 
-    def work(fd: int, job: dict[str, object], cancelled: threading.Event) -> None:
+    def work(fd: int, job: dict[str, Any], cancelled: threading.Event) -> None:
         try:
             result = _hash(fd, job, cancelled)
         except Exception as exc:  # noqa: BLE001 - reported to the server

@@ -7,10 +7,9 @@ Why it looks like this:
 - One read connection per thread, in autocommit mode (no implicit BEGIN), so every SELECT is its
   own short read transaction: a reader never pins an old snapshot and the WAL can checkpoint.
   Scans are keyset-paginated (`WHERE hashkey > ? ORDER BY hashkey LIMIT n`) for the same reason.
-- Lookups return a *stamp*: SQLite's `data_version` of the same snapshot plus the serial number of
-  the connection that read it (`serial << 32`). `data_version` only means something on the
-  connection that produced it (a fresh connection restarts the counter), so the pack cache
-  compares stamps, never bare versions (see packstore.PackCache).
+- Lookups return a *stamp*: `data_version` of the same snapshot + (connection serial << 32);
+  a `data_version` means something only on its own connection (a fresh one restarts the
+  counter), so the pack cache compares stamps, never bare versions (packstore.PackCache).
 - Writers use their own connection (never the thread's read connection), `synchronous=FULL`
   (loose copies are deleted right after a commit: the commit must be on disk first), and
   checkpoint passively after committing, so the main file holds what was committed even while
@@ -294,7 +293,8 @@ class Index:
     def lookup(self, hashkey: str) -> LookupRow | None:
         """(compressed, size, offset, length, pack_id, stamp) or None."""
         conn = self.conn()
-        return conn.execute(SQL_LOOKUP, (self._local.base, hashkey)).fetchone()  # type: ignore[no-any-return]
+        row: LookupRow | None = conn.execute(SQL_LOOKUP, (self._local.base, hashkey)).fetchone()
+        return row
 
     def stamp(self) -> int:
         """The current stamp of this thread's connection (see the module docstring)."""
@@ -422,12 +422,8 @@ class Index:
         return conn
 
     def pack_in_use(self, pack_id: int) -> bool:
-        return (
-            self.conn()
-            .execute("SELECT 1 FROM db_object WHERE pack_id = ? LIMIT 1", (pack_id,))
-            .fetchone()
-            is not None
-        )
+        sql = "SELECT 1 FROM db_object WHERE pack_id = ? LIMIT 1"
+        return self.conn().execute(sql, (pack_id,)).fetchone() is not None
 
     # -- aggregates --------------------------------------------------------------------------
     def count(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 
 class ObjectType(StrEnum):
@@ -51,7 +51,7 @@ class _DictLike:
         return getattr(self, key) if key in self.keys() else default
 
     def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        return [f.name for f in dataclasses.fields(cast(Any, self))]
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys()

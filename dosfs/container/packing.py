@@ -13,6 +13,7 @@ turns out to be known is cut off again before anything references it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zlib
@@ -278,7 +279,7 @@ def pack_all_loose(
                         continue  # removed meanwhile (e.g. by another container's delete)
                     try:
                         session.write_stream(
-                            lambda n, fd=fd: os.read(fd, n),  # type: ignore[misc]
+                            functools.partial(os.read, fd),
                             mode,
                             name=hashkey,
                             verify=validate_objects,

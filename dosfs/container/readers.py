@@ -319,7 +319,7 @@ class CompressedReader(ObjectReader):
         # every copy of it) is then at most FEED bytes
         feed = memoryview(cur.buf)[cur.off : cur.off + FEED]
         try:
-            out = cur.dobj.decompress(feed, limit)
+            out: bytes = cur.dobj.decompress(feed, limit)
         except zlib.error as exc:
             raise self._fail(f"zlib error: {exc}") from None
         consumed = len(feed) - len(cur.dobj.unconsumed_tail)

@@ -2,8 +2,8 @@
 
 pyfuse3 lets only ``FUSEError`` out of a handler: anything else ends ``pyfuse3.main`` and leaves a
 dead mount ("Transport endpoint is not connected"). So every handler is wrapped by ``boundary``
-(``forget``-style notifications by ``never_raises``), and the mapping lives in ``ERRNO_TABLE``,
-most specific class first (a test checks no row is shadowed by an earlier one).
+(``forget``, whose errors nobody can receive, by ``never_raises``), and the mapping lives in
+``ERRNO_TABLE``, most specific class first (a test checks no row is shadowed by an earlier one).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -75,15 +75,16 @@ def to_fuse_error(exc: BaseException, where: str) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def boundary(fn: F) -> F:
+def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Wrap a request handler so that only FUSEError leaves it (trio.Cancelled passes through)."""
     where = fn.__name__
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -91,22 +92,21 @@ def boundary(fn: F) -> F:
         except Exception as exc:  # noqa: BLE001 - this is the error boundary
             raise to_fuse_error(exc, where) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def never_raises(fn: F) -> F:
+def never_raises(fn: Callable[P, Awaitable[None]]) -> Callable[P, Coroutine[Any, Any, None]]:
     """Wrap a notification handler (forget, release) whose errors nobody can receive: log only."""
     where = fn.__name__
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            return await fn(*args, **kwargs)
+            await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - nothing may escape; the error is logged
             to_fuse_error(exc, where)
-            return None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def fuse_error(code: int) -> pyfuse3.FUSEError:

@@ -18,7 +18,7 @@ from dosfs.fs.inodes import ObjectNode
 from dosfs.fs.tree import DirNode, TreeNode
 
 if TYPE_CHECKING:
-    from dosfs.fs.incoming import IncomingFile
+    from dosfs.fs.incoming_file import IncomingFile
 
 H = TypeVar("H")
 

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import time
 from collections.abc import Callable
+from typing import cast
 
 #: Least seconds between two trims.
 MIN_INTERVAL = 1.0
@@ -24,7 +25,7 @@ def _load() -> Callable[[int], int] | None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return cast(Callable[[int], int], fn)
 
 
 _malloc_trim = _load()

@@ -30,11 +30,11 @@ from dosfs.fs.handles import (
     TreeDirHandle,
     WriteHandle,
 )
-from dosfs.fs.incoming import Incoming, IncomingFile
+from dosfs.fs.incoming import Incoming
+from dosfs.fs.incoming_file import IncomingFile
 from dosfs.fs.inodes import (
     BY_HASH_INODE,
     BY_HASH_NAME,
-    DEFAULT_MAX_INODES,
     INCOMING_INODE,
     INCOMING_NAME,
     ROOT_INODE,
@@ -43,8 +43,9 @@ from dosfs.fs.inodes import (
     Node,
     ObjectNode,
 )
+from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES, NAME_MAX
 from dosfs.fs.offload import Offload
-from dosfs.fs.tree import DEFAULT_MAX_NAMES, NAME_MAX, DirNode, LinkNode, TreeNode, check_name
+from dosfs.fs.tree import DirNode, LinkNode, TreeNode, check_name
 
 log = logging.getLogger("dosfs.fs")
 

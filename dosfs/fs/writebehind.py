@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -51,7 +51,7 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return cast(Callable[[int, int, int, int], int], fn)
 
 
 _sync_file_range = _load_sync_file_range()
@@ -107,7 +107,9 @@ class WriteBehind:
                 self._hash_queue.put(None)
 
     def _hash_loop(self) -> None:
-        assert self._hash_update is not None
+        hash_update = self._hash_update
+        if hash_update is None:  # pragma: no cover - the thread starts only with one
+            return
         while True:
             job = self._hash_queue.get()
             if job is None:
@@ -115,7 +117,7 @@ class WriteBehind:
             data, offset, written = job
             if written and self.error is None:
                 try:
-                    self._hash_update(data, offset)
+                    hash_update(data, offset)
                 except BaseException as exc:  # noqa: BLE001 - reported to the writer later
                     if self.error is None:
                         self.error = exc

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dosfs import daemon
 from dosfs import mount as lifecycle
 from dosfs.mount import MountError, MountOptions, parse_options
 
@@ -67,12 +68,12 @@ def test_fuse_unavailable_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    assert lifecycle.sd_notify("READY=1") is False
+    assert daemon.sd_notify("READY=1") is False
     path = str(tmp_path / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        assert lifecycle.sd_notify("READY=1") is True
+        assert daemon.sd_notify("READY=1") is True
         assert sock.recv(64) == b"READY=1"
 
 

@@ -34,6 +34,7 @@ from dosfs.fs import byhash as fs_byhash
 from dosfs.fs import errors as fs_errors
 from dosfs.fs import handles as fs_handles
 from dosfs.fs import incoming as fs_incoming
+from dosfs.fs import incoming_file as fs_incoming_file
 from dosfs.fs import memory, writebehind
 from dosfs.fs import operations as fs_operations
 from dosfs.fs.errors import ERRNO_TABLE, boundary, errno_for
@@ -781,7 +782,7 @@ async def test_shutdown_discards_unfinished_files(ops: Operations, engine: FakeE
 
 def test_errors_module_has_one_table() -> None:
     # the table is the only mapping: handlers raise FUSEError only for decisions of their own
-    for module in (fs_operations, fs_byhash, fs_incoming):
+    for module in (fs_operations, fs_byhash, fs_incoming, fs_incoming_file):
         source = inspect.getsource(module)
         assert "ERRNO_TABLE" not in source and "except OSError" not in source
     assert fs_errors.ERRNO_TABLE is ERRNO_TABLE
@@ -792,7 +793,7 @@ def test_errors_module_has_one_table() -> None:
 
 @pytest.fixture
 def small_write_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fs_incoming, "START_AFTER", 64)
+    monkeypatch.setattr(fs_incoming_file, "START_AFTER", 64)
     monkeypatch.setattr("dosfs.fs.writebehind.MAX_PENDING", 256)
 
 

@@ -1,0 +1,104 @@
+"""The seams of the code, checked: the engine never loads the FUSE stack, no import cycles, no
+module over 500 lines, and the errors of a missing pyfuse3 reach the user."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "dosfs"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_the_engine_imports_neither_pyfuse3_nor_trio() -> None:
+    result = run_python(
+        "import sys, dosfs, dosfs.container, dosfs.container.backup, dosfs.fs.engine\n"
+        "from dosfs import Container\n"
+        "bad = [m for m in ('pyfuse3', 'trio') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"loaded by the engine: {result.stdout}"
+
+
+def test_the_mount_module_imports_without_pyfuse3() -> None:
+    # mount.py's lifecycle code must import (and so can report a missing pyfuse3 itself)
+    result = run_python(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('pyfuse3', 'trio'):\n"
+        "            raise ImportError(f'No module named {name!r} (blocked)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from dosfs import mount\n"
+        "try:\n"
+        "    mount.check_fuse()\n"
+        "except mount.MountError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dosfs[mount]" in result.stdout and "libfuse3-dev" in result.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    """dosfs modules imported at module level (not inside functions or TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("dosfs"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dosfs"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles_inside_dosfs() -> None:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {
+        name: {m for m in _imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    # a package's __init__ re-exporting its modules is not a cycle of the modules themselves
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt) :] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+
+
+def test_no_module_over_500_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, long
