@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from dosfs.container import (
+    ClosingNotAllowed,
     CompressMode,
     Container,
     CorruptObject,
@@ -19,6 +20,7 @@ from dosfs.container import (
     ObjectStream,
     ObjectType,
     StagedObject,
+    ValidationIssues,
     ValidationReport,
 )
 
@@ -28,6 +30,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ClosingNotAllowed",
     "CompressMode",
     "Container",
     "CorruptObject",
@@ -44,6 +47,7 @@ __all__ = [
     "ObjectStream",
     "ObjectType",
     "StagedObject",
+    "ValidationIssues",
     "ValidationReport",
     "__version__",
 ]

@@ -345,7 +345,7 @@ def validate(container: Path, as_json: bool) -> None:
     c = _open(container)
     progress = _Progress()
     try:
-        report = c.validate(callback=progress)
+        report = c.validate_report(callback=progress)
     finally:
         progress.close()
     if as_json:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dosfs.container.container import Container
 from dosfs.container.errors import (
+    ClosingNotAllowed,
     CorruptObject,
     DosfsError,
     InconsistentContent,
@@ -29,12 +30,14 @@ from dosfs.container.meta import (
     ObjectMeta,
     ObjectType,
     TotalSize,
+    ValidationIssues,
     ValidationReport,
 )
 from dosfs.container.readers import ObjectReader, ObjectStream
 
 __all__ = [
     "CleanReport",
+    "ClosingNotAllowed",
     "CompressMode",
     "Container",
     "CorruptObject",
@@ -53,5 +56,6 @@ __all__ = [
     "ObjectType",
     "StagedObject",
     "TotalSize",
+    "ValidationIssues",
     "ValidationReport",
 ]

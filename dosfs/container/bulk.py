@@ -21,6 +21,7 @@ from typing import Any
 
 from dosfs.container import loose as _loose
 from dosfs.container.config import Layout
+from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject
 from dosfs.container.index import FullRow, Index
 from dosfs.container.meta import MISSING_META, ObjectMeta, ObjectType
@@ -28,8 +29,6 @@ from dosfs.container.packstore import PackSource
 from dosfs.container.readers import (
     ObjectReader,
     ObjectStream,
-    check_hash,
-    decode,
     loose_reader,
     packed_meta,
     reader_for,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from dosfs.container import bulk, loose, maintenance, packing, repack, stats, validate
+from dosfs.container import bulk, compat, loose, maintenance, packing, repack, stats, validate
 from dosfs.container.config import ContainerConfig, Layout, create_container, read_config
+from dosfs.container.decoding import check_hash
 from dosfs.container.index import Index
 from dosfs.container.locks import ContainerLock
 from dosfs.container.meta import (
@@ -31,12 +32,13 @@ from dosfs.container.meta import (
     ObjectCount,
     ObjectMeta,
     TotalSize,
+    ValidationIssues,
     ValidationReport,
 )
 from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import PackCache, PackStore
 from dosfs.container.parts import Parts, open_parts
-from dosfs.container.readers import ObjectReader, ObjectStream, check_hash
+from dosfs.container.readers import ObjectReader, ObjectStream
 from dosfs.container.verify import ObjectVerifier, ProcessVerifier, Readable, verifier_for
 
 Callback = Callable[[str, Any], None]
@@ -289,56 +291,93 @@ class Container:
         return loose.write_stream(self.layout, stream)
 
     # -- pack writes and maintenance -----------------------------------------------------------
+    # disk-objectstore's parameters, in its order and with its defaults (tests compare the
+    # signatures); where dosfs's design makes one moot, it is accepted and said so.
     def add_objects_to_pack(
         self,
         content_list: Sequence[bytes],
         compress: bool | str | CompressMode = False,
-        **_ignored: Any,
+        no_holes: bool = False,
+        no_holes_read_twice: bool = True,
+        callback: Callback | None = None,
+        do_fsync: bool = True,
+        do_commit: bool = True,
     ) -> list[str]:
-        """Write objects straight into packs (maintenance: takes the container lock).
-        Returns hash keys in input order. disk-objectstore's tuning kwargs are accepted."""
-        return packing.add_bytes_to_packs(self.parts, content_list, CompressMode.coerce(compress))
+        """Write objects straight into packs (maintenance: takes the container lock); their keys
+        in input order. dosfs never writes a known object again, so `no_holes` is always in
+        effect and `no_holes_read_twice` is moot; rows are committed per pack and at the end
+        whatever `do_commit` says (there is no session to commit later). `do_fsync=False`
+        skips the fsync before each commit (faster; a power loss can then lose indexed bytes)."""
+        return packing.add_bytes_to_packs(
+            self.parts, content_list, CompressMode.coerce(compress), callback=callback,
+            fsync=do_fsync,
+        )
+
+    def add_streamed_object_to_pack(
+        self,
+        stream: Any,
+        compress: bool | str | CompressMode = False,
+        open_streams: bool = False,
+        no_holes: bool = False,
+        no_holes_read_twice: bool = True,
+        callback: Callback | None = None,
+        callback_size_hint: int = 0,
+        do_fsync: bool = True,
+        do_commit: bool = True,
+    ) -> str:
+        """One stream into a pack; `callback` reports its bytes (`callback_size_hint` is the
+        total it announces). Other parameters as add_objects_to_pack."""
+        return packing.add_streams_to_packs(
+            self.parts, [stream], CompressMode.coerce(compress), open_streams, fsync=do_fsync,
+            bytes_callback=callback, size_hint=callback_size_hint,
+        )[0]
 
     def add_streamed_objects_to_pack(
         self,
         stream_list: Sequence[Any],
         compress: bool | str | CompressMode = False,
         open_streams: bool = False,
-        **_ignored: Any,
+        no_holes: bool = False,
+        no_holes_read_twice: bool = True,
+        callback: Callback | None = None,
+        do_fsync: bool = True,
+        do_commit: bool = True,
     ) -> list[str]:
-        """Like add_objects_to_pack, from streams (with open_streams=True, each item is entered
-        as a context manager to get the stream, as disk-objectstore's LazyOpener)."""
+        """Like add_objects_to_pack, from streams read in 1 MiB chunks (with open_streams=True,
+        each item is entered as a context manager to get the stream, as disk-objectstore's
+        LazyOpener); `callback` counts streams."""
         return packing.add_streams_to_packs(
-            self.parts, stream_list, CompressMode.coerce(compress), open_streams
+            self.parts, stream_list, CompressMode.coerce(compress), open_streams,
+            callback=callback, fsync=do_fsync,
         )
-
-    def add_streamed_object_to_pack(
-        self, stream: Any, compress: bool | str | CompressMode = False, **kwargs: Any
-    ) -> str:
-        return self.add_streamed_objects_to_pack([stream], compress=compress, **kwargs)[0]
 
     def pack_all_loose(
         self,
-        compress: bool | str | CompressMode = False,
+        compress: bool | str | CompressMode = CompressMode.NO,
         validate_objects: bool = True,
+        do_fsync: bool = True,
         callback: Callback | None = None,
         clean_loose_per_pack: bool = False,
-        **_ignored: Any,
     ) -> None:
         """Move loose objects into packs (the one packer; readers and loose writers may run).
-        With clean_loose_per_pack, loose copies are removed after their rows are committed."""
+        `validate_objects`: re-hash each one while packing (InconsistentContent if it differs);
+        `callback` reports bytes; with clean_loose_per_pack, loose copies are removed after their
+        rows are committed. An unreadable loose file is skipped (it stays loose)."""
         packing.pack_all_loose(
             self.parts,
             CompressMode.coerce(compress),
             validate_objects=validate_objects,
+            fsync=do_fsync,
             callback=callback,
             clean_loose=clean_loose_per_pack,
         )
 
-    def clean_storage(self, vacuum: bool = False, sandbox_max_age: float = 3600.0) -> CleanReport:
+    def clean_storage(
+        self, vacuum: bool = False, *, sandbox_max_age: float = 3600.0
+    ) -> CleanReport:
         """Remove loose copies of packed objects, resolve duplicates/, remove abandoned sandbox
         files older than sandbox_max_age seconds, stale dosfs pack locks and repack leftovers;
-        commit staging files a dead writer declared complete."""
+        commit staging files a dead writer declared complete. Returns what it did."""
         return maintenance.clean_storage(self.parts, vacuum=vacuum, sandbox_max_age=sandbox_max_age)
 
     def repack(
@@ -346,16 +385,67 @@ class Container:
         compress_mode: str | CompressMode = CompressMode.KEEP,
         callback: Callback | None = None,
     ) -> None:
-        """Rewrite packs without holes (exclusive maintenance operation)."""
+        """Rewrite packs without holes (exclusive maintenance operation); packs without holes
+        are left as they are (their progress is still reported). Ends with a VACUUM."""
         repack.repack(self.parts, CompressMode.coerce(compress_mode), callback=callback)
+
+    def repack_pack(
+        self,
+        pack_id: str | int,
+        compress_mode: str | CompressMode = CompressMode.KEEP,
+        callback: Callback | None = None,
+    ) -> None:
+        """Rewrite one pack (even without holes), `callback` reporting bytes."""
+        repack.repack_pack(self.parts, int(pack_id), CompressMode.coerce(compress_mode), callback)
 
     def delete_objects(self, hashkeys: Sequence[str]) -> list[str]:
         """Delete objects (loose files and index rows; pack bytes become holes until repack)."""
         return maintenance.delete_objects(self.parts, hashkeys)
 
-    def validate(self, callback: Callback | None = None) -> ValidationReport:
-        """Re-hash every object and check the packs; see ValidationReport."""
+    def validate(self, callback: Callback | None = None) -> ValidationIssues:
+        """disk-objectstore's answer: lists of problem keys, all empty when the container is
+        valid (`result.is_valid()`, or `not any(result.values())`). See validate_report for the
+        whole report (warnings and counters)."""
+        return ValidationIssues.of(self.validate_report(callback=callback))
+
+    def validate_report(self, callback: Callback | None = None) -> ValidationReport:
+        """Re-hash every object and check the packs; errors, warnings and counters."""
         return validate.validate(self.parts, callback=callback)
+
+    # -- disk-objectstore's other public methods (compat.py) ---------------------------------
+    def lock_pack(
+        self, pack_id: str, allow_repack_pack: bool = False
+    ) -> AbstractContextManager[IO[bytes]]:
+        """Context manager: `packs/<id>.lock` held, an append handle to the pack."""
+        return compat.lock_pack(self.parts, pack_id, allow_repack_pack)
+
+    def loosen_object(self, hashkey: str) -> Path:
+        """Also store a packed object as a loose file; its path."""
+        parts = self._parts or self._load()
+        parts.layout.check_hashkey(hashkey)
+        return compat.loosen_object(parts, hashkey)
+
+    def get_lazy_loose_stream(self, hashkey: str) -> compat.LazyObjectStream:
+        """A seekable stream of the object, opened on `with`."""
+        parts = self._parts or self._load()
+        parts.layout.check_hashkey(hashkey)
+        return compat.LazyObjectStream(lambda: ObjectStream(parts.resolver.reader(hashkey)))
+
+    def import_objects(
+        self,
+        hashkeys: Iterable[str],
+        source_container: Any,
+        compress: bool | str | CompressMode = False,
+        target_memory_bytes: int = 104857600,
+        callback: Callback | None = None,
+        do_fsync: bool = True,
+    ) -> dict[str, str]:
+        """Copy objects from another container (dosfs or disk-objectstore) into packs; returns
+        old key -> new key."""
+        return compat.import_objects(
+            self.parts, hashkeys, source_container, compress, target_memory_bytes, callback,
+            do_fsync,
+        )
 
     def keep_index_open(self) -> None:
         """Hold one index connection until close(), so packs.idx-shm exists and reads keep

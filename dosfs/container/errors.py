@@ -6,6 +6,7 @@
     │   └── InvalidHashKey      the key is not lowercase hex of the hash's exact length
     ├── ModificationNotAllowed  the operation is not allowed now (read-only, lock held, ...)
     │   └── LockedError         another process holds the maintenance or pack lock
+    ├── ClosingNotAllowed       disk-objectstore's name; dosfs raises it nowhere (kept for imports)
     ├── InconsistentContent     bytes on disk do not match what the index or key promises
     │   └── CorruptObject       a specific object could not be read back correctly
     └── InvalidContainer        config.json or the index is malformed or unsupported
@@ -38,6 +39,10 @@ class LockedError(ModificationNotAllowed):
     """Another process holds the lock this operation needs."""
 
 
+class ClosingNotAllowed(DosfsError):
+    """disk-objectstore raises it when a writer is closed by hand; dosfs has no such writer."""
+
+
 class InconsistentContent(DosfsError):
     """Stored bytes disagree with their key or with the index."""
 
@@ -56,6 +61,7 @@ class InvalidContainer(DosfsError):
 
 
 __all__ = [
+    "ClosingNotAllowed",
     "CorruptObject",
     "DosfsError",
     "InconsistentContent",

@@ -445,13 +445,14 @@ class Index:
             for r in self.conn().execute("SELECT DISTINCT pack_id FROM db_object ORDER BY pack_id")
         ]
 
-    def pack_stats(self) -> dict[int, tuple[int, int, int]]:
-        """pack_id -> (object count, sum of lengths, max(offset + length))."""
+    def pack_stats(self) -> dict[int, tuple[int, int, int, int]]:
+        """pack_id -> (object count, sum of lengths, max(offset + length), sum of sizes)."""
         return {
-            int(p): (int(n), int(total), int(end))
-            for p, n, total, end in self.conn().execute(
+            int(p): (int(n), int(total), int(end), int(size))
+            for p, n, total, end, size in self.conn().execute(
                 "SELECT pack_id, count(*), coalesce(sum(length), 0), "
-                "coalesce(max(offset + length), 0) FROM db_object GROUP BY pack_id"
+                "coalesce(max(offset + length), 0), coalesce(sum(size), 0) FROM db_object "
+                "GROUP BY pack_id"
             )
         }
 

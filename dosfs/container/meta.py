@@ -5,19 +5,42 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, cast
 
 
-class ObjectType(StrEnum):
-    """`meta.type`; a str, so `meta.type == 'packed'` holds."""
+class _ForeignEquality:
+    """Equal to a member of another Enum with the same value (disk-objectstore's ObjectType and
+    CompressMode are plain Enums with these values), and to the value itself (a str); hashed
+    like the value, so `{"packed": ...}[ObjectType.PACKED]` works too."""
+
+    value: str
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Enum):
+            return bool(self.value == other.value)
+        if isinstance(other, str):
+            return self.value == str(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+class ObjectType(_ForeignEquality, StrEnum):
+    """`meta.type`; a str, so `meta.type == 'packed'` holds, and equal to
+    `disk_objectstore.container.ObjectType.PACKED` as well."""
 
     LOOSE = "loose"
     PACKED = "packed"
     MISSING = "missing"
 
 
-class CompressMode(StrEnum):
+class CompressMode(_ForeignEquality, StrEnum):
     """What to do about compression when writing packs (disk-objectstore's names)."""
 
     NO = "no"
@@ -182,3 +205,34 @@ class CleanReport(_DictLike):
     pack_locks_removed: list[str] = field(default_factory=list)
     #: files of an interrupted repack removed from packs/
     repack_leftovers_removed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValidationIssues(_DictLike):
+    """`validate()`'s answer in disk-objectstore's shape: lists of problems, all empty when the
+    container is valid (`is_valid()`, or `not any(result.values())`). Its first four lists are
+    disk-objectstore's; the others name what disk-objectstore does not check. The whole report,
+    with warnings and counters, is `validate_report()`."""
+
+    invalid_hashes_loose: list[str] = field(default_factory=list)
+    invalid_hashes_packed: list[str] = field(default_factory=list)
+    invalid_sizes_packed: list[str] = field(default_factory=list)
+    overlapping_packed: list[str] = field(default_factory=list)
+    unreadable_packed: list[str] = field(default_factory=list)
+    missing_pack_files: list[int] = field(default_factory=list)
+    rows_past_end_of_pack: list[str] = field(default_factory=list)
+    invalid_rows_packed: list[str] = field(default_factory=list)
+    invalid_loose_names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, report: ValidationReport) -> ValidationIssues:
+        return cls(**{name: list(getattr(report, name)) for name in ValidationReport.ERRORS})
+
+    def is_valid(self) -> bool:
+        return not any(self.values())
+
+    def values(self) -> list[list[Any]]:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, list[Any]]]:
+        return [(k, getattr(self, k)) for k in self.keys()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,9 @@ from dosfs.container.errors import InconsistentContent
 from dosfs.container.meta import CompressMode
 from dosfs.container.packs import PackAppender
 from dosfs.container.parts import Parts
+from dosfs.container.progress import Callback, Progress
+
+log = logging.getLogger("dosfs.container")
 
 CHUNK = 1024 * 1024
 SAMPLE = 64 * 1024
@@ -48,8 +52,16 @@ def worth_compressing(sample: bytes | memoryview) -> bool:
 class PackSession:
     """Appends objects to packs with rollover and batched durable commits."""
 
-    def __init__(self, parts: Parts, on_commit: Callable[[list[str]], None] | None = None):
+    def __init__(
+        self,
+        parts: Parts,
+        on_commit: Callable[[list[str]], None] | None = None,
+        fsync: bool = True,
+    ) -> None:
+        """`fsync=False` (disk-objectstore's do_fsync=False): pack bytes are not fsynced before
+        the index commit, so a power loss can leave rows that point at lost bytes."""
         self.parts = parts
+        self.fsync = fsync
         self.layout = parts.layout
         self.index = parts.index
         self.level = self.layout.config.compression_level
@@ -77,7 +89,10 @@ class PackSession:
         app = self.app
         if app is None or not self.rows:
             return
-        app.sync()
+        if self.fsync:
+            app.sync()
+        else:
+            app.flush()
         # (rows stay in offset order: ids then follow offsets, which keeps disk-objectstore's
         # validate, ordering by offset, happy about empty objects sharing an offset)
         self.index.insert_rows(self.rows, self.conn)
@@ -198,17 +213,28 @@ class PackSession:
         return hashkey
 
 
-def add_bytes_to_packs(parts: Parts, contents: Sequence[bytes], mode: CompressMode) -> list[str]:
-    """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit."""
+def add_bytes_to_packs(
+    parts: Parts,
+    contents: Sequence[bytes],
+    mode: CompressMode,
+    *,
+    callback: Callback | None = None,
+    fsync: bool = True,
+) -> list[str]:
+    """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit.
+    Progress: objects, as disk-objectstore's 'Bulk storing'."""
     hash_fn = getattr(hashlib, parts.hash_type)
     keys = [hash_fn(content).hexdigest() for content in contents]
     if not keys:
         return keys
     known = parts.index.existing(keys)
 
+    progress = Progress(callback)
+
     def todo() -> Iterator[tuple[str, bytes, bool]]:
         fixed = mode is CompressMode.YES
         for hashkey, content in zip(keys, contents, strict=True):
+            progress.update(1)
             if hashkey in known:
                 continue
             known.add(hashkey)
@@ -217,23 +243,54 @@ def add_bytes_to_packs(parts: Parts, contents: Sequence[bytes], mode: CompressMo
             else:
                 yield hashkey, content, fixed
 
-    with parts.lock.hold("write objects to packs"), PackSession(parts) as session:
+    with parts.lock.hold("write objects to packs"), PackSession(parts, fsync=fsync) as session:
+        progress.init(len(keys), "Bulk storing")
         session.write_many(todo())
+    progress.close()
     return keys
 
 
 def add_streams_to_packs(
-    parts: Parts, streams: Sequence[Any], mode: CompressMode, open_streams: bool
+    parts: Parts,
+    streams: Sequence[Any],
+    mode: CompressMode,
+    open_streams: bool,
+    *,
+    callback: Callback | None = None,
+    fsync: bool = True,
+    bytes_callback: Callback | None = None,
+    size_hint: int = 0,
 ) -> list[str]:
-    """Streams straight into packs; each is read in 1 MiB chunks (memory flat)."""
+    """Streams straight into packs; each is read in 1 MiB chunks (memory flat). Progress:
+    `callback` counts streams ('Bulk storing'); `bytes_callback` counts the bytes read, of
+    `size_hint` expected (disk-objectstore's single streamed object, 'Streamed object')."""
     keys: list[str] = []
-    with parts.lock.hold("write objects to packs"), PackSession(parts) as session:
+    progress = Progress(callback)
+    read_progress = Progress(bytes_callback)
+
+    def counted(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        if bytes_callback is None:
+            return read
+
+        def read_counted(n: int) -> bytes:
+            data = read(n)
+            read_progress.update(len(data))
+            return data
+
+        return read_counted
+
+    with parts.lock.hold("write objects to packs"), PackSession(parts, fsync=fsync) as session:
+        progress.init(len(streams), "Bulk storing")
+        read_progress.init(size_hint, "Streamed object")
         for item in streams:
             if open_streams:
                 with item as stream:
-                    keys.append(session.write_stream(stream.read, mode))
+                    keys.append(session.write_stream(counted(stream.read), mode))
             else:
-                keys.append(session.write_stream(item.read, mode))
+                keys.append(session.write_stream(counted(item.read), mode))
+            progress.update(1)
+    progress.close()
+    read_progress.close()
     return keys
 
 
@@ -246,24 +303,36 @@ def _remove_loose(parts: Parts, keys: Iterable[str]) -> None:
             pass
 
 
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def pack_all_loose(
     parts: Parts,
     mode: CompressMode,
     validate_objects: bool = True,
-    callback: Callable[[str, Any], None] | None = None,
+    *,
+    fsync: bool = True,
+    callback: Callback | None = None,
     clean_loose: bool = False,
 ) -> None:
     """Pack every loose object not yet packed, in rounds (memory flat for millions).
-    Loose files are removed (with clean_loose) only after their rows are committed."""
+    Loose files are removed (with clean_loose) only after their rows are committed. A loose file
+    that cannot be read (permissions) is skipped, as disk-objectstore does. Progress: bytes of
+    the loose files (the total is their size, as disk-objectstore's)."""
     layout = parts.layout
     if mode is CompressMode.KEEP:
         mode = CompressMode.NO  # loose objects are never compressed
     on_commit = (lambda keys: _remove_loose(parts, keys)) if clean_loose else None
+    progress = Progress(callback)
     with parts.lock.hold("pack loose objects"):
         if callback:
-            total = sum(1 for _ in _loose.iter_loose(layout))
-            callback("init", {"total": total, "description": "Packing loose objects"})
-        with PackSession(parts, on_commit=on_commit) as session:
+            total = sum(_size(layout.loose_path(h)) for h in _loose.iter_loose(layout))
+            progress.init(total, "Packing loose objects")
+        with PackSession(parts, on_commit=on_commit, fsync=fsync) as session:
             round_keys: list[str] = []
 
             def run_round() -> None:
@@ -271,13 +340,20 @@ def pack_all_loose(
                 if clean_loose and known:
                     _remove_loose(parts, known)
                 for hashkey in round_keys:
+                    path = layout.loose_path(hashkey)
                     if hashkey in known:
+                        if callback:
+                            progress.update(_size(path))
                         continue
                     try:
-                        fd = os.open(layout.loose_path(hashkey), os.O_RDONLY | os.O_CLOEXEC)
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     except FileNotFoundError:
                         continue  # removed meanwhile (e.g. by another container's delete)
+                    except PermissionError as exc:
+                        log.warning("not packing %s: %s (it stays loose)", hashkey, exc)
+                        continue
                     try:
+                        size = os.fstat(fd).st_size
                         session.write_stream(
                             functools.partial(os.read, fd),
                             mode,
@@ -286,8 +362,7 @@ def pack_all_loose(
                         )
                     finally:
                         os.close(fd)
-                if callback:
-                    callback("update", len(round_keys))
+                    progress.update(size)
                 round_keys.clear()
 
             for shard in _loose.list_shards(layout):
@@ -296,5 +371,4 @@ def pack_all_loose(
                     run_round()
             if round_keys:
                 run_round()
-        if callback:
-            callback("close", None)
+    progress.close()

@@ -14,7 +14,6 @@ that decodes and checks stored bytes.
 - `ObjectStream`: `read/readinto/seek/tell` (SEEK_SET/CUR/END) over any reader, an io.RawIOBase;
   with `verify`, the read that reaches the end raises CorruptObject unless the whole object
   hashed to its key (in-order reads are hashed as they pass; otherwise the object is re-read).
-- `decode`: bytes of a packed row read in one piece -> the object's bytes, checked.
 
 Bytes that cannot be right (short reads, zlib errors, wrong sizes) raise CorruptObject(hashkey).
 """
@@ -25,10 +24,11 @@ import bisect
 import io
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from dosfs.container.config import new_hasher
+from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
 from dosfs.container.meta import ObjectMeta, ObjectType
 from dosfs.container.packstore import PackSource
@@ -40,70 +40,11 @@ FEED = 64 * 1024
 #: at most this many checkpoints per compressed reader
 MAX_CHECKPOINTS = 64
 MIN_CHECKPOINT_INTERVAL = 1024 * 1024
-#: bytes per read when hashing a whole object
-HASH_CHUNK = 1024 * 1024
 
 
 def packed_meta(row: Sequence[int]) -> ObjectMeta:
     """Meta of a packed object from (compressed, size, offset, length, pack_id, ...)."""
     return ObjectMeta(ObjectType.PACKED, row[1], row[4], bool(row[0]), row[2], row[3])
-
-
-def decode(hashkey: str, compressed: int, size: int, length: int, data: bytes) -> bytes:
-    """The object's bytes from the `length` stored bytes of a packed row, or CorruptObject."""
-    if compressed:
-        try:
-            data = zlib.decompress(data)
-        except zlib.error as exc:
-            raise CorruptObject(hashkey, f"zlib error: {exc}") from None
-    elif length != size:
-        raise CorruptObject(hashkey, f"uncompressed but length {length} != size {size}")
-    if len(data) != size:
-        raise CorruptObject(hashkey, f"read {len(data)} bytes, index says {size}")
-    return data
-
-
-def iter_stored(
-    hashkey: str, source: PackSource, compressed: int, offset: int, length: int
-) -> Iterator[bytes]:
-    """The object's bytes from its `length` stored bytes at `offset`, in chunks of at most
-    HASH_CHUNK (a tiny compressed chunk may inflate enormously: output is bounded per step).
-    Raises CorruptObject for short reads and broken zlib streams; the caller checks the size."""
-    pos = 0
-    if not compressed:
-        while pos < length:
-            chunk = source.pread(min(HASH_CHUNK * 8, length - pos), offset + pos)
-            if not chunk:
-                raise CorruptObject(hashkey, f"pack ends at object offset {pos} of {length}")
-            yield chunk
-            pos += len(chunk)
-        return
-    dobj = zlib.decompressobj()
-    pending = b""
-    try:
-        while not dobj.eof:
-            if not pending:
-                if pos >= length:
-                    raise CorruptObject(hashkey, "zlib stream incomplete")
-                pending = source.pread(min(HASH_CHUNK, length - pos), offset + pos)
-                if not pending:
-                    raise CorruptObject(hashkey, f"pack ends at compressed offset {pos}")
-                pos += len(pending)
-            data = dobj.decompress(pending, HASH_CHUNK)
-            pending = dobj.unconsumed_tail
-            if data:
-                yield data
-    except zlib.error as exc:
-        raise CorruptObject(hashkey, f"zlib error: {exc}") from None
-
-
-def check_hash(hashkey: str, hash_type: str, data: bytes | memoryview, where: str) -> None:
-    """CorruptObject unless `data` hashes to `hashkey`."""
-    hasher = new_hasher(hash_type)
-    hasher.update(data)
-    got = hasher.hexdigest()
-    if got != hashkey:
-        raise CorruptObject(hashkey, f"content hashes to {got} ({where})")
 
 
 class ObjectReader:
@@ -113,6 +54,8 @@ class ObjectReader:
     size: int
     meta: ObjectMeta
     compressed: bool = False
+    #: the loose file the bytes come from (None for packed objects)
+    loose_path: str | None = None
 
     def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -181,6 +124,7 @@ class RawReader(ObjectReader):
         self.size = size
         self.meta = meta
         self._where = source.describe() if meta.type is ObjectType.LOOSE else ""
+        self.loose_path = self._where or None
 
     def pread(self, offset: int, size: int) -> bytes:
         offset, end = self._span(offset, size)
@@ -422,7 +366,10 @@ class ObjectStream(io.RawIOBase):
 
     @property
     def name(self) -> str:
-        return self.hashkey
+        """The loose file's path, as disk-objectstore's loose streams (plain files) have it;
+        the hash key for a packed object."""
+        path = self._reader.loose_path
+        return path if path is not None else self.hashkey
 
     @property
     def mode(self) -> str:

@@ -23,7 +23,6 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 from dosfs.container.config import REPACK_PACK_ID, fsync_dir, new_hasher
 from dosfs.container.errors import CorruptObject, InconsistentContent, LockedError
@@ -34,9 +33,9 @@ from dosfs.container.packing import CHUNK, worth_compressing
 from dosfs.container.packs import PackAppender, PackLock, list_pack_ids, remove_stale_pack_locks
 from dosfs.container.packstore import PackSource
 from dosfs.container.parts import Parts
+from dosfs.container.progress import Callback, Progress
 from dosfs.container.readers import reader_for
 
-Callback = Callable[[str, Any], None]
 #: moves buffered in Python before they go into the temp table
 MOVES_BATCH = 10_000
 
@@ -64,7 +63,7 @@ def repack(parts: Parts, mode: CompressMode, callback: Callback | None = None) -
         _recover_repack_pack(parts)
         stats = index.pack_stats()
         for pack_id in list_pack_ids(layout):
-            count, total_length, end = stats.get(pack_id, (0, 0, 0))
+            count, total_length, end, total_size = stats.get(pack_id, (0, 0, 0, 0))
             if count == 0:
                 with PackLock(layout, pack_id):
                     os.unlink(layout.pack_path(pack_id))
@@ -72,7 +71,12 @@ def repack(parts: Parts, mode: CompressMode, callback: Callback | None = None) -
                 continue
             size = os.stat(layout.pack_path(pack_id)).st_size
             if mode is CompressMode.KEEP and total_length == size == end:
-                continue  # no holes, nothing to change
+                # no holes, nothing to change; progress still says the pack is done
+                progress = Progress(callback)
+                progress.init(total_size, f"Repack {pack_id}")
+                progress.update(total_size)
+                progress.close()
+                continue
             repack_pack(parts, pack_id, mode, callback)
         parts.packs.clear()
         index.vacuum()
@@ -127,9 +131,10 @@ def _copy_live_objects(
     temp.moves."""
     src = parts.packs.open_uncached(pack_id)
     level = parts.layout.config.compression_level
-    if callback:
-        count = parts.index.pack_stats().get(pack_id, (0, 0, 0))[0]
-        callback("init", {"total": count, "description": f"Repack {pack_id}"})
+    progress = Progress(callback)
+    if callback:  # bytes of the objects (uncompressed), as disk-objectstore reports them
+        total = parts.index.pack_stats().get(pack_id, (0, 0, 0, 0))[3]
+        progress.init(total, f"Repack {pack_id}")
     batch: list[tuple[int, int, int, int]] = []
     for rowid, hashkey, compressed, size, offset, length in parts.index.iter_pack_rows(pack_id):
         dest = _destination(mode, compressed, size, length, src, offset)
@@ -143,12 +148,10 @@ def _copy_live_objects(
         if len(batch) >= MOVES_BATCH:
             conn.executemany("INSERT INTO temp.moves VALUES (?, ?, ?, ?)", batch)
             batch = []
-        if callback:
-            callback("update", 1)
+        progress.update(size)
     if batch:
         conn.executemany("INSERT INTO temp.moves VALUES (?, ?, ?, ?)", batch)
-    if callback:
-        callback("close", None)
+    progress.close()
 
 
 def _destination(

@@ -17,14 +17,13 @@ from collections.abc import Callable, Generator, Sequence
 from typing import TypeVar
 
 from dosfs.container.config import Layout
+from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject, NotExistent
 from dosfs.container.index import FullRow, Index, LookupRow
 from dosfs.container.meta import ObjectMeta, ObjectType
 from dosfs.container.packstore import PackCache, PackSource, PinnedFile
 from dosfs.container.readers import (
     ObjectReader,
-    check_hash,
-    decode,
     loose_reader,
     packed_meta,
     reader_for,

@@ -16,12 +16,12 @@ from typing import Any
 
 from dosfs.container import loose as _loose
 from dosfs.container.config import REPACK_PACK_ID, new_hasher
+from dosfs.container.decoding import iter_stored
 from dosfs.container.errors import CorruptObject
 from dosfs.container.maintenance import REPACK_TMP_SUFFIX, repack_leftovers
 from dosfs.container.meta import ValidationReport
 from dosfs.container.packs import TMP_LOCK_PREFIX, list_pack_ids
 from dosfs.container.parts import Parts
-from dosfs.container.readers import iter_stored
 
 log = logging.getLogger("dosfs.container")
 
@@ -99,7 +99,7 @@ def _validate_pack_once(
         return
     file_size = src.size()
     if callback:
-        count = parts.index.pack_stats().get(pack_id, (0, 0, 0))[0]
+        count = parts.index.pack_stats().get(pack_id, (0, 0, 0, 0))[0]
         callback("init", {"total": count, "description": f"Pack {pack_id}"})
     current = 0
     for _rowid, h, compressed, size, offset, length in parts.index.iter_pack_rows(pack_id):

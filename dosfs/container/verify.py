@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dosfs.container.config import new_hasher
+from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
-from dosfs.container.readers import HASH_CHUNK
 
 #: bytes of fed pieces kept waiting for the hashing thread; past it, pieces are dropped and
 #: read again by the thread when it gets there

@@ -79,7 +79,7 @@ def _check_backup(folder: Path, expected: dict[str, bytes] | None = None) -> Non
     """Valid for both tools, and (if given) holds exactly these objects."""
     c = Container(folder)
     try:
-        report = c.validate()
+        report = c.validate_report()
         assert report.is_valid(), report.summary()
         assert not report.sandbox_leftovers and not report.pack_lock_files
     finally:

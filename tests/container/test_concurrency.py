@@ -55,7 +55,7 @@ def test_writers_packer_readers(tmp_path: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == h
     c.pack_all_loose(clean_loose_per_pack=True)
     assert c.count_objects().loose == 0
-    report = c.validate()
+    report = c.validate_report()
     assert report.is_valid() and not report.has_warnings(), report.summary()
 
 
@@ -89,4 +89,4 @@ def test_threads_share_one_container(container: Container) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()

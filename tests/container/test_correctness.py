@@ -139,7 +139,7 @@ def test_verify_catches_a_flipped_byte_loose_and_packed(container: Container) ->
             with container.get_objects_stream_and_meta([h], verify=True) as triplets:
                 for _h, stream, _meta in triplets:
                     stream.read()
-    report = container.validate()
+    report = container.validate_report()
     assert h_loose in report.invalid_hashes_loose and h_packed in report.invalid_hashes_packed
 
 
@@ -212,12 +212,12 @@ def test_clean_removes_repack_leftovers_and_validate_reports_them(container: Con
     packs = container.folder / "packs"
     os.link(packs / "0", packs / "0.dosfs-repack")  # as a crash between link and replace leaves
     (packs / "-1").write_bytes((packs / "0").read_bytes())  # a full old pack as -1
-    report = container.validate()
+    report = container.validate_report()
     assert report.is_valid()
     assert "0.dosfs-repack" in report.repack_leftovers and "-1" in report.unreferenced_pack_files
     container.clean_storage()
     assert sorted(p.name for p in packs.iterdir()) == ["0"]
-    assert not container.validate().has_warnings()
+    assert not container.validate_report().has_warnings()
     assert all(container.get_object_content(k) == b"left %d" % i * 10 for i, k in enumerate(keys))
 
 
@@ -248,7 +248,7 @@ def test_readd_replaces_a_corrupt_loose_file(container: Container, size: int) ->
 
     assert container.add_streamed_object(io.BytesIO(data)) == h
     assert path.read_bytes() == data
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()
 
 
 # -- 9. validate on a shrinking pack and a negative offset --------------------------------------
@@ -261,7 +261,7 @@ def test_validate_reports_truncated_pack_and_negative_offset(container: Containe
     conn.execute("UPDATE db_object SET offset = -5 WHERE hashkey = ?", (keys[0],))
     conn.close()
     result: list[object] = []
-    t = threading.Thread(target=lambda: result.append(container.validate()), daemon=True)
+    t = threading.Thread(target=lambda: result.append(container.validate_report()), daemon=True)
     t.start()
     t.join(timeout=30)
     assert result, "validate did not finish on a truncated pack"
@@ -284,7 +284,7 @@ def test_validate_does_not_spin_when_a_pack_shrinks_under_it(container: Containe
         stop.set()
 
     result: list[object] = []
-    t = threading.Thread(target=lambda: result.append(container.validate()), daemon=True)
+    t = threading.Thread(target=lambda: result.append(container.validate_report()), daemon=True)
     s = threading.Thread(target=shrink)
     s.start()
     t.start()
@@ -320,7 +320,7 @@ def test_repack_changing_compression_copies_length_not_size(container: Container
     assert container.get_object_meta(h).pack_length < 10_000
     assert container.get_object_content(h, verify=True) == blob
     assert sha(container.get_object_content(other)) == other
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()
 
 
 # -- 11. a zero-length write past the end ------------------------------------------------------

@@ -57,7 +57,7 @@ def _kill(proc: subprocess.Popen) -> bool:
 
 def _check_clean(folder: Path, expected: dict[str, bytes]) -> None:
     c = Container(folder)
-    report = c.validate()
+    report = c.validate_report()
     assert report.is_valid(), report.summary()
     for h, data in expected.items():
         assert c.get_object_content(h) == data
@@ -67,7 +67,7 @@ def _check_clean(folder: Path, expected: dict[str, bytes]) -> None:
     c.pack_all_loose(clean_loose_per_pack=True)
     c.repack()
     c.clean_storage(sandbox_max_age=0)
-    report = c.validate()
+    report = c.validate_report()
     assert report.is_valid() and not report.has_warnings(), report.summary()
     for h, data in expected.items():
         assert c.get_object_content(h) == data

@@ -34,7 +34,7 @@ def test_pack_all_loose(small_packs: Container, make_blobs, compress) -> None:  
             assert not meta.pack_compressed
     small_packs.clean_storage()
     assert small_packs.count_objects().loose == 0
-    assert small_packs.validate().is_valid()
+    assert small_packs.validate_report().is_valid()
     small_packs.pack_all_loose()  # nothing to do
     assert small_packs.count_objects().packed == 60
 
@@ -55,7 +55,7 @@ def test_pack_all_loose_rejects_corrupt_loose(container: Container, folder: Path
     assert (
         (folder / "packs" / "0").stat().st_size == 0 if (folder / "packs" / "0").exists() else True
     )
-    report = container.validate()
+    report = container.validate_report()
     assert report.invalid_hashes_loose == [h] and not report.is_valid()
 
 
@@ -78,7 +78,7 @@ def test_delete_objects(container: Container, folder: Path) -> None:
         with pytest.raises(NotExistent):
             container.get_object_content(k)
     assert os.listdir(folder / "duplicates") == []
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()
 
 
 def test_repack_removes_holes_and_keeps_content(
@@ -96,7 +96,7 @@ def test_repack_removes_holes_and_keeps_content(
     assert not (folder / "packs" / "-1").exists()
     live = {k: b for i, (k, b) in enumerate(zip(keys, blobs, strict=True)) if i % 3}
     assert small_packs.get_objects_content(list(live)) == live
-    report = small_packs.validate()
+    report = small_packs.validate_report()
     assert report.is_valid() and not report.has_warnings(), report.summary()
     total = small_packs.get_total_size()
     assert total.total_size_packed_on_disk == total.total_size_packfiles_on_disk
@@ -116,7 +116,7 @@ def test_repack_changes_compression(container: Container, mode: str) -> None:
         assert metas[0].pack_compressed and not metas[1].pack_compressed
     assert container.get_object_content(keys[0]) == text
     assert container.get_object_content(keys[1]) == noise
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()
 
 
 def test_repack_drops_empty_packs(small_packs: Container, folder: Path) -> None:
@@ -124,7 +124,7 @@ def test_repack_drops_empty_packs(small_packs: Container, folder: Path) -> None:
     small_packs.delete_objects(keys[:6])
     small_packs.repack()
     assert small_packs.count_objects().pack_files < 4
-    assert small_packs.validate().is_valid()
+    assert small_packs.validate_report().is_valid()
 
 
 def test_repack_recovers_interrupted_repack(container: Container, folder: Path) -> None:
@@ -135,13 +135,13 @@ def test_repack_recovers_interrupted_repack(container: Container, folder: Path) 
     conn.execute("UPDATE db_object SET pack_id = -1")
     conn.close()
     assert container.get_object_content(h) == b"survivor"  # readable in the middle state
-    report = container.validate()
+    report = container.validate_report()
     assert report.is_valid() and report.unreferenced_pack_files == ["0"]
     container.repack()
     assert container.get_object_content(h) == b"survivor"
     assert container.get_object_meta(h).pack_id >= 0
     assert not (folder / "packs" / "-1").exists()
-    assert container.validate().is_valid()
+    assert container.validate_report().is_valid()
 
 
 def test_clean_storage(container: Container, folder: Path) -> None:
@@ -151,7 +151,7 @@ def test_clean_storage(container: Container, folder: Path) -> None:
     (folder / "sandbox" / "orphan").write_bytes(b"partial")
     (folder / "packs" / "-1").write_bytes(b"leftover")
     container.add_objects_to_pack([b"dup"])
-    report = container.validate()
+    report = container.validate_report()
     assert report.is_valid() and report.has_warnings()
     assert report.sandbox_leftovers == ["orphan"] and report.duplicates == [f"{h}.x1"]
     assert report.unreferenced_pack_files == ["-1"]
@@ -161,7 +161,7 @@ def test_clean_storage(container: Container, folder: Path) -> None:
     assert os.listdir(folder / "sandbox") == ["orphan"]
     container.clean_storage(sandbox_max_age=0)
     assert os.listdir(folder / "sandbox") == []
-    report = container.validate()
+    report = container.validate_report()
     assert report.is_valid() and not report.has_warnings(), report.summary()
 
 
@@ -191,7 +191,7 @@ def test_validate_detects_overlap_and_size(container: Container) -> None:
     conn.execute("UPDATE db_object SET offset = 2 WHERE hashkey = ?", (b,))
     conn.execute("UPDATE db_object SET size = 99 WHERE hashkey = ?", (a,))
     conn.close()
-    report = container.validate()
+    report = container.validate_report()
     assert report.overlapping_packed == [b]
     assert report.invalid_sizes_packed == [a]
     assert report.invalid_hashes_packed == [b]
@@ -204,7 +204,7 @@ def test_validate_invalid_loose_names(container: Container, folder: Path) -> Non
     (folder / "loose" / "zz").mkdir()
     (folder / "loose" / "ab").mkdir()
     (folder / "loose" / "ab" / "short").write_bytes(b"")
-    report = container.validate()
+    report = container.validate_report()
     assert sorted(report.invalid_loose_names) == ["ab/short", "zz"]
 
 

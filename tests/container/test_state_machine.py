@@ -91,7 +91,7 @@ class ContainerModel(RuleBasedStateMachine):
 
     @invariant()
     def check_valid(self) -> None:
-        report = self.c.validate()
+        report = self.c.validate_report()
         assert report.is_valid(), report.summary()
 
 

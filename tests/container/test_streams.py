@@ -120,7 +120,7 @@ def test_corrupt_compressed_object_raises(container: Container, folder: Path) ->
     with pytest.raises(CorruptObject):
         with container.open_object(h) as r:
             r.pread(0, len(text))
-    report = container.validate()
+    report = container.validate_report()
     assert not report.is_valid() and h in report.invalid_hashes_packed
 
 
@@ -145,7 +145,7 @@ def test_truncated_pack_raises(container: Container, folder: Path) -> None:
         container.get_object_content(h2)
     with pytest.raises(CorruptObject):
         container.open_object(h2).pread(0, 600)
-    report = container.validate()
+    report = container.validate_report()
     assert report.rows_past_end_of_pack == [h2]
 
 
@@ -154,4 +154,4 @@ def test_missing_pack_raises(container: Container, folder: Path) -> None:
     (folder / "packs" / "0").unlink()
     with pytest.raises(CorruptObject, match="missing"):
         container.get_object_content(h)
-    assert container.validate().missing_pack_files == [0]
+    assert container.validate_report().missing_pack_files == [0]

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dosfs.container.decoding import check_hash
 from dosfs.container.errors import InvalidHashKey, NotExistent
 from dosfs.container.meta import ObjectMeta, ObjectType
-from dosfs.container.readers import check_hash
 from dosfs.container.verify import ObjectVerifier
 
 HEX = set("0123456789abcdef")

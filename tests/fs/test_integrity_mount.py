@@ -191,7 +191,7 @@ def test_close_returned_means_committed_even_if_the_daemon_dies(
     assert all(got.get(h) is not None and sha(got[h]) == h for h in expected), (
         f"{sum(1 for h in expected if got.get(h) is None)} of {KILL_ROUNDS} lost"
     )
-    assert c.validate().is_valid()
+    assert c.validate_report().is_valid()
     c.close()
 
 

@@ -161,7 +161,7 @@ def test_writers_packer_cleaner_and_readers_at_once(
     # one final pack round with nothing else running leaves a clean container
     c.pack_all_loose()
     c.clean_storage()
-    report = c.validate()
+    report = c.validate_report()
     assert report.is_valid(), report
     counts = c.count_objects()
     assert counts.loose == 0
@@ -203,11 +203,11 @@ def test_daemon_killed_mid_write_leaves_a_valid_container(
     subprocess.run(["fusermount3", "-uz", str(m.path)], capture_output=True)
 
     c = Container(folder)
-    report = c.validate()
+    report = c.validate_report()
     assert report.is_valid(), report
     assert c.count_objects().loose == 1  # nothing partial became an object
     assert c.get_object_content(kept) == b"an object that was there before"
     c.clean_storage(sandbox_max_age=0)
     assert not list(sandbox.iterdir())
-    assert not c.validate().has_warnings()
+    assert not c.validate_report().has_warnings()
     c.close()

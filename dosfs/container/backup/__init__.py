@@ -65,9 +65,10 @@ from dosfs.container.backup.pinning import _moved_pack as _moved_pack
 from dosfs.container.backup.pinning import _pin_packs as _pin_packs
 from dosfs.container.backup.pinning import _release_all as _release_all
 from dosfs.container.backup.pinning import snapshot
-from dosfs.container.backup.report import BackupError, BackupResult, Callback
+from dosfs.container.backup.report import BackupError, BackupResult
 from dosfs.container.backup.rsync import _RsyncBackup
 from dosfs.container.config import Layout, read_config
+from dosfs.container.progress import Callback
 
 if TYPE_CHECKING:
     from dosfs.container.container import Container

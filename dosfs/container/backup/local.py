@@ -35,7 +35,7 @@ from dosfs.container.backup.files import (
     _syncfs,
 )
 from dosfs.container.backup.pinning import _SKIP_ROOT, STAGING_PREFIX, _Pin, _release_all, snapshot
-from dosfs.container.backup.report import BackupResult, Callback, _Progress
+from dosfs.container.backup.report import BackupResult
 from dosfs.container.config import (
     DUPLICATES_NAME,
     INDEX_NAME,
@@ -45,6 +45,7 @@ from dosfs.container.config import (
     Layout,
     fsync_dir,
 )
+from dosfs.container.progress import Callback, Progress
 
 _SMALL_FILE = 1024 * 1024
 #: threads that copy and link loose objects (one shard folder each at a time)
@@ -58,7 +59,7 @@ class _LocalBackup:
         self.layout = layout
         self.dest = dest
         self.keep = keep
-        self.progress = _Progress(callback)
+        self.progress = Progress(callback)
         self.src = str(layout.folder)
         self.prev: str | None = None  # path of the previous backup
         self.same_container = False

@@ -20,8 +20,9 @@ from dosfs.container.backup.dest import (
     new_backup_name,
 )
 from dosfs.container.backup.pinning import _SKIP_ROOT, STAGING_PREFIX, _release_all, snapshot
-from dosfs.container.backup.report import BackupError, BackupResult, Callback, _Progress
+from dosfs.container.backup.report import BackupError, BackupResult
 from dosfs.container.config import INDEX_NAME, LOOSE_NAME, PACKS_NAME, SANDBOX_NAME, Layout
+from dosfs.container.progress import Callback, Progress
 
 _RSYNC_VANISHED = 24
 
@@ -41,7 +42,7 @@ class _RsyncBackup:
         self.path = path
         self.keep = keep
         self.rsync = rsync_exe
-        self.progress = _Progress(callback)
+        self.progress = Progress(callback)
         self.result = BackupResult(folder="", method="rsync")
 
     def _where(self, path: str) -> str:
