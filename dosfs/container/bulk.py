@@ -15,6 +15,7 @@ before it removes loose files, an object is always in one of the two.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -24,13 +25,12 @@ from dosfs.container.config import Layout
 from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject
 from dosfs.container.index import FullRow, Index
-from dosfs.container.meta import MISSING_META, ObjectMeta, ObjectType
+from dosfs.container.meta import ObjectMeta, ObjectType, missing_meta
 from dosfs.container.packstore import PackSource
 from dosfs.container.readers import (
     ObjectReader,
     ObjectStream,
     loose_reader,
-    packed_meta,
     reader_for,
 )
 from dosfs.container.resolve import Resolver
@@ -51,7 +51,8 @@ Item = tuple[str, Payload, Info]
 def as_meta(info: Info) -> ObjectMeta:
     if isinstance(info, ObjectMeta):
         return info
-    return packed_meta(info[1:])
+    _h, compressed, size, offset, length, pack_id = info
+    return ObjectMeta(ObjectType.PACKED, size, pack_id, bool(compressed), offset, length)
 
 
 def _rounds(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -110,7 +111,7 @@ def iter_objects(
                     reader = loose_reader(h, pinned, size)
                     yield [(h, reader, reader.meta)]  # one open descriptor at a time
         if not skip_if_missing and (missing or invalid):
-            yield [(h, None, MISSING_META) for h in missing + invalid]
+            yield [(h, None, missing_meta()) for h in missing + invalid]
 
 
 def _read_group(source: PackSource, group: list[FullRow], hash_type: str) -> Iterator[list[Item]]:
@@ -244,3 +245,87 @@ def streams_and_meta(
                     yield h, small, as_meta(info)
                 finally:
                     small.close()
+
+
+def iter_entries(
+    layout: Layout, index: Index, after: str | None = None
+) -> Iterator[tuple[str, int, int | None]]:
+    """(hashkey, size, index row id or None for loose) of every object once, ascending,
+    strictly after `after`: the listing iter_hashkeys gives, with what `ls -l` needs."""
+    if after is not None and not isinstance(after, str):
+        raise TypeError("after must be a string or None")
+    cursor = after
+    shards = _loose.list_shards(layout) if layout.prefix_len else [""]
+    for shard in shards:
+        high = shard + "g" if shard else None
+        if cursor is not None and high is not None and cursor >= high:
+            continue
+        if shard:
+            yield from index.iter_sized(after=cursor, below=shard)
+        names = _loose.list_shard(layout, shard)  # listed BEFORE the packed keys of its range
+        if cursor is not None:
+            names = [x for x in names if x > cursor]
+        low = cursor if not shard or (cursor is not None and cursor >= shard) else shard
+        yield from _merge_sized(layout, index, names, index.iter_sized(after=low, below=high))
+        cursor = high
+    if cursor is not None or not shards:
+        yield from index.iter_sized(after=cursor)
+
+
+def _merge_sized(
+    layout: Layout,
+    index: Index,
+    loose_sorted: list[str],
+    packed: Iterator[tuple[str, int, int]],
+) -> Iterator[tuple[str, int, int | None]]:
+    """Union of loose names (sized by stat; gone meanwhile: skipped) and packed rows."""
+    i, n = 0, len(loose_sorted)
+
+    def sized(h: str) -> tuple[str, int, int | None] | None:
+        try:
+            return h, os.stat(layout.loose_path(h)).st_size, None
+        except FileNotFoundError:
+            # packed and cleaned meanwhile, perhaps after the page of rows was read: the
+            # packer committed the row before it removed the file, so it is in the index now
+            row = index.lookup(h)
+            return None if row is None else (h, row[1], row[6])
+
+    for row in packed:
+        while i < n and loose_sorted[i] < row[0]:
+            item = sized(loose_sorted[i])
+            if item is not None:
+                yield item
+            i += 1
+        if i < n and loose_sorted[i] == row[0]:
+            i += 1
+        yield row
+    for h in loose_sorted[i:]:
+        item = sized(h)
+        if item is not None:
+            yield item
+
+
+#: the shortest prefix resolve_prefix looks up (shorter ones name too many objects to be useful)
+MIN_PREFIX = 8
+
+
+def resolve_prefix(layout: Layout, index: Index, prefix: str) -> str | None:
+    """The one key (loose or packed) that starts with `prefix`, or None (none, or ambiguous)."""
+    if not MIN_PREFIX <= len(prefix) < layout.hash_length or prefix.strip("0123456789abcdef"):
+        return None
+    found = set(index.with_prefix(prefix))
+    n = layout.prefix_len
+    shard = prefix[:n] if n else ""
+    if len(shard) == n:  # the prefix names one shard folder
+        found.update(h for h in _loose.list_shard(layout, shard) if h.startswith(prefix))
+    else:  # pragma: no cover - loose_prefix_len > 8: look in every shard it may be in
+        for name in _loose.list_shards(layout):
+            if name.startswith(prefix):
+                found.update(_loose.list_shard(layout, name))
+    return found.pop() if len(found) == 1 else None
+
+
+def entry_by_id(index: Index, rowid: int) -> tuple[str, int] | None:
+    """(hashkey, size) of the packed object with this index row id, or None."""
+    row = index.by_id(rowid)
+    return None if row is None else (row[7], row[1])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dosfs.container.db import create_schema
 from dosfs.container.errors import InvalidContainer, InvalidHashKey, NotInitialised
 
 #: hash types disk-objectstore 1.x knows, with the length of their hex digest
@@ -271,8 +272,6 @@ def fsync_dir(path: str) -> None:
 def create_container(folder: Path, config: ContainerConfig, clear: bool = False) -> None:
     """Make `folder` an empty container: the four folders, packs.idx, then config.json last
     (only then is the folder a container, so a crash halfway leaves no half container)."""
-    from dosfs.container.index import create_schema
-
     if clear:
         if folder.exists():
             shutil.rmtree(folder)

@@ -22,7 +22,6 @@ from typing import IO, Any
 
 from dosfs.container import bulk, compat, loose, maintenance, packing, repack, stats, validate
 from dosfs.container.config import ContainerConfig, Layout, create_container, read_config
-from dosfs.container.decoding import check_hash
 from dosfs.container.index import Index
 from dosfs.container.locks import ContainerLock
 from dosfs.container.meta import (
@@ -39,12 +38,12 @@ from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import PackCache, PackStore
 from dosfs.container.parts import Parts, open_parts
 from dosfs.container.readers import ObjectReader, ObjectStream
-from dosfs.container.verify import ObjectVerifier, ProcessVerifier, Readable, verifier_for
+from dosfs.container.server_api import ServerAPI
 
 Callback = Callable[[str, Any], None]
 
 
-class Container:
+class Container(ServerAPI):
     """A disk-objectstore 1.x compatible container in `folder`."""
 
     def __init__(
@@ -446,34 +445,6 @@ class Container:
             self.parts, hashkeys, source_container, compress, target_memory_bytes, callback,
             do_fsync,
         )
-
-    def keep_index_open(self) -> None:
-        """Hold one index connection until close(), so packs.idx-shm exists and reads keep
-        working when the disk fills up (long-running servers call this at start)."""
-        self.parts.index.keepalive()
-
-    def checkpoint(self) -> None:
-        """Copy committed index changes from packs.idx-wal into packs.idx (never waits)."""
-        self.parts.index.checkpoint()
-
-    # -- verification (servers that hand out objects piecewise: the mount) ----------------------
-    def verifier(
-        self,
-        reader: Readable,
-        *,
-        eager: bool,
-        on_done: Callable[[Any], None] | None = None,
-    ) -> ObjectVerifier | ProcessVerifier:
-        """Hash `reader`'s object off the calling thread (see verify.py)."""
-        return verifier_for(reader, self.hash_type, eager=eager, on_done=on_done)
-
-    def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
-        """CorruptObject unless `data` hashes to `hashkey`."""
-        check_hash(hashkey, self.hash_type, data, where)
-
-    def recover_staged(self) -> list[str]:
-        """Commit staging files a dead writer declared complete (loose.recover_complete)."""
-        return loose.recover_complete(self.layout)
 
 
 __all__ = ["MISSING_META", "Container"]

@@ -29,11 +29,9 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
-import sqlite_utils
-
+from dosfs.container.db import checkpoint, connect, create_schema, write_transaction
 from dosfs.container.errors import InvalidContainer
 
 log = logging.getLogger("dosfs.container")
@@ -46,14 +44,17 @@ SCAN_MIN_KEYS = 2000
 SCAN_MAX_ROWS = 2_000_000
 #: rows per page of a keyset-paginated scan
 PAGE = 2000
-BUSY_TIMEOUT_MS = 60_000
 #: the smallest usable wal-index (-shm) file
 SHM_MIN_SIZE = 32 * 1024
 
 _ROW_COLS = "compressed, size, offset, length, pack_id"
 SQL_LOOKUP = (
-    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ? "
+    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ?, id "
     "FROM db_object WHERE hashkey = ?"
+)
+SQL_BY_ID = (
+    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ?, id, hashkey "
+    "FROM db_object WHERE id = ?"
 )
 SQL_STAMP = "SELECT data_version + ? FROM pragma_data_version"
 SQL_INSERT = (
@@ -61,8 +62,10 @@ SQL_INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
-#: (compressed, size, offset, length, pack_id, stamp) as `lookup` returns it
-LookupRow = tuple[int, int, int, int, int, int]
+#: (compressed, size, offset, length, pack_id, stamp, id) as `lookup` returns it
+LookupRow = tuple[int, int, int, int, int, int, int]
+#: a LookupRow and the hashkey, as `by_id` returns it
+IdRow = tuple[int, int, int, int, int, int, int, str]
 #: (hashkey, compressed, size, offset, length, pack_id)
 FullRow = tuple[str, int, int, int, int, int]
 #: (id, hashkey, compressed, size, offset, length) of one pack, as `iter_pack_rows` yields it
@@ -72,65 +75,6 @@ _SERIALS = itertools.count(1)
 #: connections inherited across a fork: never used again, and never closed either (closing a
 #: parent's SQLite connection in the child can disturb the parent's locks and WAL)
 _FORK_ORPHANS: list[sqlite3.Connection] = []
-
-
-def create_schema(path: str) -> None:
-    """Create packs.idx (if missing) with the disk-objectstore schema, in WAL mode."""
-    db = sqlite_utils.Database(path)
-    try:
-        db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if "db_object" not in db.table_names():
-            table = db.table("db_object")
-            table.create(
-                {
-                    "id": int,
-                    "hashkey": str,
-                    "compressed": bool,
-                    "size": int,
-                    "offset": int,
-                    "length": int,
-                    "pack_id": int,
-                },
-                pk="id",
-                not_null={"hashkey", "compressed", "size", "offset", "length", "pack_id"},
-                if_not_exists=True,
-            )
-            table.create_index(
-                ["hashkey"], index_name="ix_db_object_hashkey", unique=True, if_not_exists=True
-            )
-        db.enable_wal()
-    finally:
-        db.close()
-
-
-def _connect(path: str, cache_kib: int = 8192) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, cached_statements=512
-    )
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
-    return conn
-
-
-def checkpoint(conn: sqlite3.Connection) -> None:
-    """Copy committed WAL frames into the main file, as far as readers allow; never waits."""
-    try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.OperationalError as exc:  # busy or full: the next commit tries again
-        log.debug("passive checkpoint skipped: %s", exc)
-
-
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception), then a passive checkpoint."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    checkpoint(conn)
 
 
 class _ThreadState(threading.local):
@@ -185,7 +129,7 @@ class Index:
         else:
             conn: sqlite3.Connection | None = None
             try:
-                conn = _connect(self.path)
+                conn = connect(self.path)
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if "db_object" not in names:
                     create_schema(self.path)
@@ -218,7 +162,7 @@ class Index:
     def _open_reader(self, local: _ThreadState) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = None
         try:
-            conn = _connect(self.path, self.cache_kib)
+            conn = connect(self.path, self.cache_kib)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
             local.degraded = False
         except sqlite3.OperationalError as exc:
@@ -260,7 +204,7 @@ class Index:
     def write_conn(self) -> sqlite3.Connection:
         """A new connection for one write operation; the caller closes it."""
         self._ensure()
-        conn = _connect(self.path, cache_kib=65536)
+        conn = connect(self.path, cache_kib=65536)
         conn.execute("PRAGMA synchronous = FULL")
         return conn
 
@@ -269,7 +213,7 @@ class Index:
         reads keep working when the disk fills up later (a long-running daemon calls this)."""
         if self._keepalive is None:
             self._ensure()
-            conn = _connect(self.path, cache_kib=64)
+            conn = connect(self.path, cache_kib=64)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self._keepalive = conn
 
@@ -294,6 +238,12 @@ class Index:
         """(compressed, size, offset, length, pack_id, stamp) or None."""
         conn = self.conn()
         row: LookupRow | None = conn.execute(SQL_LOOKUP, (self._local.base, hashkey)).fetchone()
+        return row
+
+    def by_id(self, rowid: int) -> IdRow | None:
+        """The row with this id, as `lookup` would give it, plus its hashkey."""
+        conn = self.conn()
+        row: IdRow | None = conn.execute(SQL_BY_ID, (self._local.base, rowid)).fetchone()
         return row
 
     def stamp(self) -> int:
@@ -383,6 +333,33 @@ class Index:
                 return
             cursor = rows[-1][0]
 
+    def iter_sized(
+        self, after: str | None = None, below: str | None = None, page: int = PAGE
+    ) -> Iterator[tuple[str, int, int]]:
+        """(hashkey, size, id) of packed objects in key order with after < key < below: a
+        listing with what `ls -l` needs, one keyset page per short read transaction."""
+        cursor = after if after is not None else ""
+        sql = "SELECT hashkey, size, id FROM db_object WHERE hashkey > ? "
+        if below is not None:
+            sql += "AND hashkey < ? "
+        sql += "ORDER BY hashkey LIMIT ?"
+        while True:
+            params = (cursor, page) if below is None else (cursor, below, page)
+            rows: list[tuple[str, int, int]] = self.conn().execute(sql, params).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            cursor = rows[-1][0]
+
+    def with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` packed keys that start with `prefix` (lowercase hex)."""
+        rows = self.conn().execute(
+            "SELECT hashkey FROM db_object WHERE hashkey >= ? AND hashkey < ? "
+            "ORDER BY hashkey LIMIT ?",
+            (prefix, prefix + "g", limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def iter_pack_rows(self, pack_id: int, page: int = PAGE) -> Iterator[PackRow]:
         """(id, hashkey, compressed, size, offset, length) of one pack in offset order.
 
@@ -417,7 +394,7 @@ class Index:
 
     def _scan_conn(self) -> sqlite3.Connection:
         self._ensure()
-        conn = _connect(self.path)
+        conn = connect(self.path)
         conn.execute("PRAGMA temp_store = FILE")
         return conn
 

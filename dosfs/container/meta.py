@@ -83,9 +83,11 @@ class _DictLike:
         return {k: getattr(self, k) for k in self.keys()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectMeta(_DictLike):
-    """Where and how an object is stored."""
+    """Where and how an object is stored. Not frozen: a frozen dataclass's __init__ costs 4x
+    (one object.__setattr__ per field), measurable in bulk reads of small objects; so every
+    caller gets its own instance (no shared constants handed out)."""
 
     type: ObjectType
     size: int | None
@@ -95,7 +97,11 @@ class ObjectMeta(_DictLike):
     pack_length: int | None = None
 
 
-MISSING_META = ObjectMeta(ObjectType.MISSING, None)
+MISSING_META = ObjectMeta(ObjectType.MISSING, None)  # for comparisons; never handed out
+
+
+def missing_meta() -> ObjectMeta:
+    return ObjectMeta(ObjectType.MISSING, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ import zlib
 from collections.abc import Callable
 
 from dosfs.container.config import REPACK_PACK_ID, fsync_dir, new_hasher
+from dosfs.container.db import write_transaction
 from dosfs.container.errors import CorruptObject, InconsistentContent, LockedError
-from dosfs.container.index import write_transaction
 from dosfs.container.maintenance import REPACK_TMP_SUFFIX, remove_repack_leftovers
 from dosfs.container.meta import CompressMode
 from dosfs.container.packing import CHUNK, worth_compressing

@@ -133,6 +133,28 @@ class Resolver:
             raise CorruptObject(hashkey, "resolved to nothing")
         return reader_for(hashkey, source, row)
 
+    def entry(self, hashkey: str) -> tuple[int | None, int]:
+        """(index row id, or None for a loose object; size): what a listing or a lookup of the
+        mount needs, in one index round trip."""
+        size, row, _source = self.resolve(hashkey, _stat_size, with_source=False)
+        if size is not None:
+            return None, size
+        if row is None:  # pragma: no cover - resolve never does this
+            raise CorruptObject(hashkey, "resolved to nothing")
+        return row[6], row[1]
+
+    def reader_by_id(self, rowid: int) -> ObjectReader:
+        """A reader of the packed object whose index row has this id (NotExistent if none):
+        opening what a lookup named by its row, without a second lookup by key."""
+        for _ in range(RETRIES):
+            row = self.index.by_id(rowid)
+            if row is None:
+                raise NotExistent(f"no object with index row {rowid}")
+            source = self._source(row[7], row[:7])
+            if source is not None:
+                return reader_for(row[7], source, row[:7])
+        raise CorruptObject(f"row {rowid}", "the object kept moving while being opened")
+
     def meta(self, hashkey: str) -> ObjectMeta:
         size, row, _source = self.resolve(hashkey, _stat_size, with_source=False)
         if size is not None:
