@@ -12,6 +12,7 @@ recovery of files a previous daemon had declared complete.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -62,12 +63,15 @@ class _QuietAbortedReplies(logging.Filter):
         return not ("fuse_reply_" in message and "No such file or directory" in message)
 
 
-def setup_logging(debug: bool) -> None:
-    """Log to stderr (the journal under systemd adds its own timestamps)."""
+def setup_logging(debug: bool, log_file: Path | None = None) -> None:
+    """Log to `log_file` from the first line on, else to stderr (the journal under systemd
+    adds its own timestamps)."""
     fmt = "%(levelname)s %(name)s: %(message)s"
-    if "JOURNAL_STREAM" not in os.environ:
+    if "JOURNAL_STREAM" not in os.environ or log_file is not None:
         fmt = "%(asctime)s " + fmt
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file is not None else logging.StreamHandler(sys.stderr)
+    )
     handler.setFormatter(logging.Formatter(fmt))
     for name in ("dosfs", "pyfuse3"):
         logger = logging.getLogger(name)
@@ -123,7 +127,9 @@ def serve(
     log_file: Path | None,
     ready_fd: int | None,
 ) -> None:
-    setup_logging(debug)
+    setup_logging(debug, log_file)
+    # `kill -USR1 PID` writes every thread's stack to the log (stderr): for a hanging mount.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     reporter = _Reporter(ready_fd, log_file)
     early: list[int] = []
     previous = {
@@ -148,6 +154,9 @@ def serve(
         log.warning("could not open the index of %s: %s", engine.folder, exc)
     ops = Operations(
         engine,
+        uid=opts.uid,
+        gid=opts.gid,
+        umask=opts.umask,
         read_only=opts.read_only,
         listing=opts.listing,
         verify=opts.verify,
@@ -162,6 +171,9 @@ def serve(
         fuse_options.add("ro")
     if opts.allow_other:
         fuse_options.add("allow_other")  # always with default_permissions (above)
+    if opts.auto_unmount:
+        fuse_options.add("auto_unmount")  # libfuse's fusermount3 unmounts if we die
+    fuse_options.update(opts.kernel_flags)
     try:
         pyfuse3.init(ops, str(mp), fuse_options)
     except RuntimeError as exc:

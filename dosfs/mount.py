@@ -19,13 +19,17 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dosfs.container.errors import DosfsError
-from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
+from dosfs.options import (
+    DEFAULT_READAHEAD_KB,
+    OPTIONS_HELP,
+    MountError,
+    MountOptions,
+    parse_options,
+)
 
 if TYPE_CHECKING:
     from dosfs.container.container import Container
@@ -34,8 +38,6 @@ log = logging.getLogger("dosfs.mount")
 
 FSTYPE = "fuse.dosfs"
 SUBTYPE = "dosfs"
-#: Kernel readahead set on the mount after mounting (KiB): 1 MiB read requests instead of 128 KiB.
-DEFAULT_READAHEAD_KB = 1024
 #: How long `dosfs mount` waits for the daemon to report, and `dosfs umount` for it to exit.
 READY_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
@@ -46,92 +48,6 @@ DAEMON_SQLITE_CACHE_KIB = 1024
 #: Seconds between passive checkpoints of packs.idx by the daemon (other processes' commits
 #: would otherwise stay in packs.idx-wal while the daemon keeps its connections open).
 CHECKPOINT_INTERVAL = 10.0
-
-OPTIONS_HELP = (
-    "ro, allow_other (implies default_permissions), nolisting (by-hash/ cannot be listed), "
-    "verify=on|off (hash every object before serving it in full; default on), "
-    "max_names=N (names kept in incoming/), max_inodes=N (by-hash inodes kept for the kernel), "
-    "readahead_kb=N (0 keeps the kernel default), "
-    "workers=N (worker threads), fsname=NAME"
-)
-
-
-class MountError(Exception):
-    """A mount or unmount that cannot happen, with a message that says what to do."""
-
-
-@dataclass
-class MountOptions:
-    read_only: bool = False
-    allow_other: bool = False
-    listing: bool = True
-    max_names: int = DEFAULT_MAX_NAMES
-    max_inodes: int = DEFAULT_MAX_INODES
-    readahead_kb: int = DEFAULT_READAHEAD_KB
-    workers: int = 4
-    fsname: str | None = None
-    verify: bool = True
-
-    def to_args(self) -> str:
-        """The same options as one ``-o`` string (handed to the daemon process)."""
-        parts = ["ro" if self.read_only else "rw"]
-        if self.allow_other:
-            parts.append("allow_other")
-        if not self.listing:
-            parts.append("nolisting")
-        if not self.verify:
-            parts.append("verify=off")
-        parts += [
-            f"max_names={self.max_names}",
-            f"max_inodes={self.max_inodes}",
-            f"readahead_kb={self.readahead_kb}",
-            f"workers={self.workers}",
-        ]
-        if self.fsname:
-            parts.append(f"fsname={self.fsname}")
-        return ",".join(parts)
-
-
-def parse_options(values: Iterable[str]) -> MountOptions:
-    """Parse ``-o a,b=c`` values (repeatable); unknown options are an error, not ignored."""
-    opts = MountOptions()
-    for value in values:
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            key, eq, arg = item.partition("=")
-            if key in ("ro", "rw", "allow_other", "nolisting", "listing", "default_permissions"):
-                if eq:
-                    raise MountError(f"mount option {key} takes no value")
-                if key in ("ro", "rw"):
-                    opts.read_only = key == "ro"
-                elif key == "allow_other":
-                    opts.allow_other = True
-                elif key in ("nolisting", "listing"):
-                    opts.listing = key == "listing"
-                # default_permissions: always on
-            elif key in ("max_names", "max_inodes", "readahead_kb", "workers"):
-                try:
-                    number = int(arg)
-                except ValueError:
-                    raise MountError(f"mount option {key} needs an integer, got {arg!r}") from None
-                low = 0 if key == "readahead_kb" else 1
-                if number < low:
-                    raise MountError(f"mount option {key} must be >= {low}")
-                setattr(opts, key, number)
-            elif key == "verify":
-                if arg not in ("on", "off"):
-                    raise MountError(f"mount option verify must be on or off, got {arg!r}")
-                opts.verify = arg == "on"
-            elif key == "fsname":
-                if not arg or "," in arg:
-                    raise MountError("mount option fsname needs a name without commas")
-                opts.fsname = arg
-            else:
-                raise MountError(f"unknown mount option {item!r} (known: {OPTIONS_HELP})")
-    return opts
-
 
 # ---------------------------------------------------------------------------- checks
 
@@ -337,6 +253,35 @@ def daemon_pids(mountpoint: Path) -> list[int]:
     return pids
 
 
+def mounts_of(container: str | os.PathLike[str]) -> list[str]:
+    """Mountpoints where a dosfs daemon serves `container` (found by the daemons' command lines,
+    which name both; and by the mount table, whose source is the container unless fsname=)."""
+    folder = os.fsencode(os.path.abspath(container))
+    found: list[str] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in argv and b"--foreground" in argv and len(argv) >= 2 and argv[-2] == folder:
+            point = os.fsdecode(argv[-1])
+            if mount_entry(point) is not None and point not in found:
+                found.append(point)
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == FSTYPE and _unescape(fields[0]) == os.fsdecode(
+                folder
+            ):
+                point = _unescape(fields[1])
+                if point not in found:
+                    found.append(point)
+    return found
+
+
 def umount(mountpoint: Path, *, lazy: bool = False) -> None:
     """Unmount a dosfs mount and wait for its daemon to finish (pending commits included)."""
     mp = Path(os.path.abspath(mountpoint))
@@ -373,3 +318,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[-1][:1] != "Z"
     except OSError:
         return False
+
+
+__all__ = [
+    "DEFAULT_READAHEAD_KB",
+    "OPTIONS_HELP",
+    "MountError",
+    "MountOptions",
+    "mount",
+    "mounts_of",
+    "parse_options",
+    "umount",
+]

@@ -53,6 +53,16 @@ def test_scripts_run_mounts_the_demo(tmp_path: Path) -> None:
                 ["sha256sum", str(mountpoint / "by-hash" / name)], capture_output=True, text=True
             )
             assert out.stdout.split()[0] == name
+        again = subprocess.run(  # idempotent: the same banner, exit 0, the same mount
+            [str(ROOT / "scripts" / "run")], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "(already mounted)" in again.stdout
+        assert f"dosfs umount {mountpoint}" in again.stdout
+        assert f"logs to {mountpoint}.log" in again.stdout and Path(f"{mountpoint}.log").is_file()
+        helped = subprocess.run([str(ROOT / "scripts" / "run"), "--help"], capture_output=True,
+                                text=True, timeout=60)
+        assert helped.returncode == 0 and "scripts/run CONTAINER" in helped.stdout
     finally:
         if os.path.ismount(mountpoint):
             done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)

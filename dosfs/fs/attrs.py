@@ -21,16 +21,16 @@ INCOMING_TIMEOUT = 0.0
 #: Reported block size.
 BLOCK_SIZE = 1 << 20
 
-OBJECT_MODE = stat.S_IFREG | 0o444
-
-
 class AttrBuilder:
-    """EntryAttributes with the mount's owner, times and block size filled in."""
+    """EntryAttributes with the mount's owner, times and block size filled in; `umask`
+    (-o umask=) clears permission bits of objects and of the fixed folders."""
 
-    def __init__(self, uid: int, gid: int, start_ns: int) -> None:
+    def __init__(self, uid: int, gid: int, start_ns: int, umask: int = 0) -> None:
         self.uid = uid
         self.gid = gid
         self.start_ns = start_ns
+        self.umask = umask
+        self.object_mode = stat.S_IFREG | (0o444 & ~umask)
 
     def base(self, ino: int, mode: int, timeout: float) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -49,7 +49,7 @@ class AttrBuilder:
         self, ino: int, size: int, entry_timeout: float = OBJECT_TIMEOUT
     ) -> pyfuse3.EntryAttributes:
         """A by-hash object (attr timeout long; entry timeout as asked)."""
-        a = self.base(ino, OBJECT_MODE, OBJECT_TIMEOUT)
+        a = self.base(ino, self.object_mode, OBJECT_TIMEOUT)
         a.entry_timeout = entry_timeout
         a.st_size = size
         a.st_blocks = (size + 511) // 512
@@ -57,14 +57,20 @@ class AttrBuilder:
 
     def untracked_object(self, ino: int, size: int) -> pyfuse3.EntryAttributes:
         """A listing entry past the inode bound: zero timeouts (used by name first)."""
-        a = self.base(ino, OBJECT_MODE, 0.0)
+        a = self.base(ino, self.object_mode, 0.0)
         a.st_size = size
         a.st_blocks = (size + 511) // 512
+        return a
+
+    def short_link(self, ino: int, size: int) -> pyfuse3.EntryAttributes:
+        """by-hash/<short hash>: a symlink, looked up again at every use."""
+        a = self.base(ino, stat.S_IFLNK | 0o777, 0.0)
+        a.st_size = size
         return a
 
     def directory(
         self, ino: int, perms: int, nlink: int, timeout: float
     ) -> pyfuse3.EntryAttributes:
-        a = self.base(ino, stat.S_IFDIR | perms, timeout)
+        a = self.base(ino, stat.S_IFDIR | (perms & ~self.umask), timeout)
         a.st_nlink = nlink
         return a

@@ -15,22 +15,31 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyfuse3
 import trio
 
-from dosfs.container.errors import CorruptObject, NotExistent
+from dosfs.container.errors import CorruptObject
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
 from dosfs.fs.engine import EngineLike, VerifierLike
 from dosfs.fs.errors import fuse_error
 from dosfs.fs.handles import HashDirHandle, ReadHandle
-from dosfs.fs.inodes import BY_HASH_INODE, InodeTable, ObjectNode
+from dosfs.fs.inodes import (
+    BY_HASH_INODE,
+    InodeTable,
+    ObjectNode,
+    PackedRef,
+    ShortLink,
+    packed_ino,
+)
 from dosfs.fs.memory import Trimmer
 from dosfs.fs.offload import Offload
+from dosfs.fs.stats import Stats
 
 log = logging.getLogger("dosfs.fs")
 
@@ -38,8 +47,10 @@ log = logging.getLogger("dosfs.fs")
 SMALL_VERIFY = 1 << 20
 #: Closing a compressed reader of at least this size returns freed heap memory to the OS.
 TRIM_AFTER = 8 << 20
-#: How many (hashkey, size) a by-hash listing fetches per worker-thread round trip.
-LISTING_BATCH = 256
+#: How many entries a by-hash listing fetches per worker-thread round trip.
+LISTING_BATCH = 1024
+#: Verdicts remembered (about 100 bytes each); the oldest are forgotten first.
+MAX_VERDICTS = 16_384
 #: xattr names served for objects (``user.dosfs.<key>``).
 XATTR_PREFIX = b"user.dosfs."
 XATTR_ALWAYS = ("type", "size")
@@ -63,6 +74,7 @@ class ByHash:
         *,
         verify: bool = True,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -73,24 +85,53 @@ class ByHash:
         #: None in adapter tests). Used to keep the by-hash inodes bounded.
         self.invalidate_entry = invalidate_entry
         self.trimmer = Trimmer()
-        self.verify_failures = 0
+        self.stats = stats if stats is not None else Stats()
+        #: inode -> whether its object hashed to its name (re-opens do not hash again)
+        self.verdicts: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ names
-    def lookup(self, name: bytes) -> ObjectNode:
-        """The node of `name` (not yet counted as a kernel reference), or ENOENT."""
+    def lookup(self, name: bytes) -> pyfuse3.EntryAttributes:
+        """The attributes of `name`, counted as one more kernel reference; ENOENT if absent.
+        One index round trip: a packed object's number is computed from its row."""
         try:
             hashkey = name.decode("ascii")
         except UnicodeDecodeError:
             raise fuse_error(errno.ENOENT) from None
-        node = self.table.find_object(hashkey)
-        if node is not None:
-            return node  # known to the kernel already: immutable, no engine call needed
-        if not self.engine.is_valid_hashkey(hashkey):
+        if len(hashkey) < self.engine.hash_length:
+            return self._short(hashkey)
+        rowid, size = self.engine.entry(hashkey)  # an invalid key is NotExistent: ENOENT
+        ino = packed_ino(rowid, hashkey) if rowid is not None else None
+        if ino is None:
+            node = self.table.object_node(hashkey, size)
+            self.remember(node)
+            ino = node.ino
+        return self.attrs.object(ino, size)
+
+    def _short(self, prefix: str) -> pyfuse3.EntryAttributes:
+        """A short hash: a symlink to the full name, or ENOENT (unknown, ambiguous, < 8)."""
+        target = self.engine.resolve_prefix(prefix)
+        if target is None:
             raise fuse_error(errno.ENOENT)
-        meta = self.engine.get_object_meta(hashkey)
-        if meta.size is None:
-            raise fuse_error(errno.ENOENT)
-        return self.table.object_node(hashkey, meta.size)
+        link = ShortLink(target.encode())
+        self.table.register(link)
+        link.lookups += 1
+        return self.short_attrs(link)
+
+    def short_attrs(self, link: ShortLink) -> pyfuse3.EntryAttributes:
+        return self.attrs.short_link(link.ino, len(link.target))
+
+    def packed_attrs(self, ref: PackedRef) -> pyfuse3.EntryAttributes:
+        hashkey, size = self._packed(ref)
+        return self.attrs.object(ref.ino, size)
+
+    def _packed(self, ref: PackedRef) -> tuple[str, int]:
+        """(hashkey, size) of the object a computed number stands for; ESTALE when its row
+        is gone or is another object's now (a delete, then a reused row id)."""
+        found = self.engine.entry_by_id(ref.rowid)
+        if found is None or not ref.names(found[0]):
+            raise fuse_error(errno.ESTALE)
+        hashkey, size = found
+        return hashkey, size
 
     def remember(self, node: ObjectNode) -> None:
         """One more kernel reference to ``node``; past the bound, old entries are invalidated
@@ -104,19 +145,26 @@ class ByHash:
         return self.attrs.object(node.ino, node.size)
 
     # ------------------------------------------------------------------ open, read, release
-    def open(
-        self, hashkey: str, node: ObjectNode | None = None, trusted: bool = False
-    ) -> ReadHandle:
-        """A read handle; `trusted`: the bytes were just hashed by us (a committed file)."""
-        reader = self.engine.open_object(hashkey)
-        trusted = trusted or not self.verify or (node is not None and node.verdict is True)
-        return ReadHandle(reader, hashkey, node, trusted)
+    def open(self, node: ObjectNode | PackedRef) -> ReadHandle:
+        """A read handle of an object inode (its verdict, if known, comes along)."""
+        if isinstance(node, PackedRef):
+            reader = self.engine.open_object_by_id(node.rowid)  # one round trip, by row
+            if not node.names(reader.hashkey):
+                reader.close()
+                raise fuse_error(errno.ESTALE)
+        else:
+            reader = self.engine.open_object(node.hashkey)
+        trusted = not self.verify or self.verdicts.get(node.ino) is True
+        return ReadHandle(reader, reader.hashkey, node.ino, trusted)
+
+    def open_committed(self, hashkey: str) -> ReadHandle:
+        """A read handle of an object the mount just committed (and so hashed itself)."""
+        return ReadHandle(self.engine.open_object(hashkey), hashkey, None, True)
 
     async def read(self, handle: ReadHandle, off: int, size: int) -> bytes:
         if handle.trusted:
             return await self.offload.read(handle.reader, off, size)
-        node = handle.node
-        if node is not None and node.verdict is False:
+        if handle.ino is not None and self.verdicts.get(handle.ino) is False:
             raise fuse_error(errno.EIO)  # known bad: logged when it was found
         reader = handle.reader
         if reader.size <= SMALL_VERIFY:
@@ -161,17 +209,23 @@ class ByHash:
         # fed by the reads (no second read of the bytes); gaps it reads itself
         handle.verifier = self.engine.verifier(clone, eager=False, on_done=done)
 
+    def _verdict(self, ino: int | None, ok: bool) -> None:
+        if ino is None:
+            return
+        verdicts = self.verdicts
+        if len(verdicts) >= MAX_VERDICTS:
+            del verdicts[next(iter(verdicts))]  # the oldest: it may be hashed again one day
+        verdicts[ino] = ok
+
     def _trusted(self, handle: ReadHandle) -> None:
         handle.trusted = True
         handle.verifier = None
-        if handle.node is not None:
-            handle.node.verdict = True
+        self._verdict(handle.ino, True)
 
     def _corrupt(self, handle: ReadHandle, reason: str) -> pyfuse3.FUSEError:
         """The object did not hash to its name: EIO now and for every later read of it."""
-        if handle.node is not None:
-            handle.node.verdict = False
-        self.verify_failures += 1
+        self._verdict(handle.ino, False)
+        self.stats.verify_failures += 1
         log.error("corrupt object %s: %s; answering EIO", handle.hashkey, reason)
         return fuse_error(errno.EIO)
 
@@ -197,14 +251,24 @@ class ByHash:
                 handle.reset(after)
                 handle.position = start_id
             table = self.table
+            buffer = handle.buffer
+            obj_attrs = self.attrs.object
+            reply = _handles.readdir_reply
             while True:
-                if not handle.buffer:
+                if not buffer:
                     if handle.exhausted:
                         return
                     await self._fill(handle)
                     continue
-                hashkey, size = handle.buffer[0]
+                hashkey, size, rowid = buffer[0]
                 next_id = cursor_id(hashkey)
+                ino = packed_ino(rowid, hashkey) if rowid is not None else None
+                if ino is not None:  # computed: nothing to track, the kernel keeps what it likes
+                    if not reply(token, hashkey.encode(), obj_attrs(ino, size), next_id):
+                        return
+                    buffer.popleft()
+                    handle.accepted(next_id, hashkey)
+                    continue
                 node = table.find_object(hashkey)
                 if node is None and table.object_count >= table.max_objects:
                     # The kernel keeps every READDIRPLUS entry (until memory pressure), and it
@@ -226,33 +290,24 @@ class ByHash:
                             table.maybe_drop(node)
                         return
                     self.remember(node)
-                handle.buffer.popleft()
+                buffer.popleft()
                 handle.accepted(next_id, hashkey)
 
     async def _fill(self, handle: HashDirHandle) -> None:
         engine = self.engine
 
-        def fetch(after: str | None) -> tuple[list[tuple[str, int]], str | None, bool]:
-            items: list[tuple[str, int]] = []
-            last = after
-            iterator: Iterator[str] = engine.iter_hashkeys(after=after)
+        def fetch(
+            after: str | None,
+        ) -> tuple[list[tuple[str, int, int | None]], str | None, bool]:
+            iterator = engine.iter_entries(after=after)
             try:
-                for hashkey in iterator:
-                    last = hashkey
-                    try:
-                        meta = engine.get_object_meta(hashkey)
-                    except NotExistent:
-                        continue  # deleted between listing and meta: skip it
-                    if meta.size is None:
-                        continue
-                    items.append((hashkey, meta.size))
-                    if len(items) >= LISTING_BATCH:
-                        return items, last, False
-                return items, last, True
+                items = list(itertools.islice(iterator, LISTING_BATCH))
             finally:
                 close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
+            last = items[-1][0] if items else after
+            return items, last, len(items) < LISTING_BATCH
 
         items, last, exhausted = await self.offload.run(fetch, handle.after)
         handle.buffer.extend(items)
@@ -260,8 +315,11 @@ class ByHash:
         handle.exhausted = exhausted
 
     # ------------------------------------------------------------------ xattrs
-    def getxattr(self, node: ObjectNode, key: str) -> bytes:
-        meta = self.engine.get_object_meta(node.hashkey)
+    def _hashkey(self, node: ObjectNode | PackedRef) -> str:
+        return self._packed(node)[0] if isinstance(node, PackedRef) else node.hashkey
+
+    def getxattr(self, node: ObjectNode | PackedRef, key: str) -> bytes:
+        meta = self.engine.get_object_meta(self._hashkey(node))
         kind = str(meta.type.value)
         if key == "type":
             return kind.encode()
@@ -273,8 +331,8 @@ class ByHash:
             return str(getattr(meta, key)).encode()
         raise fuse_error(pyfuse3.ENOATTR)
 
-    def listxattr(self, node: ObjectNode) -> list[bytes]:
+    def listxattr(self, node: ObjectNode | PackedRef) -> list[bytes]:
         keys: tuple[str, ...] = XATTR_ALWAYS
-        if self.engine.get_object_meta(node.hashkey).type.value == "packed":
+        if self.engine.get_object_meta(self._hashkey(node)).type.value == "packed":
             keys += XATTR_PACKED
         return [XATTR_PREFIX + key.encode() for key in keys]

@@ -111,6 +111,24 @@ class EngineLike(Protocol):
 
     def iter_hashkeys(self, after: str | None = None) -> Iterator[str]: ...
 
+    def entry(self, hashkey: str) -> tuple[int | None, int]:
+        """(index row id or None for a loose object, size); NotExistent when absent."""
+        ...
+
+    def resolve_prefix(self, prefix: str) -> str | None:
+        """The one key starting with `prefix` (>= 8 hex digits), or None."""
+        ...
+
+    def entry_by_id(self, rowid: int) -> tuple[str, int] | None:
+        """(hashkey, size) of the packed object with this row id, or None."""
+        ...
+
+    def open_object_by_id(self, rowid: int) -> ObjectReaderLike: ...
+
+    def iter_entries(self, after: str | None = None) -> Iterator[tuple[str, int, int | None]]:
+        """(hashkey, size, row id or None) of every object, ascending, after `after`."""
+        ...
+
     def verifier(
         self,
         reader: ObjectReaderLike,

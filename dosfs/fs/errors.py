@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +27,7 @@ from dosfs.container.errors import (
     NotExistent,
     NotInitialised,
 )
+from dosfs.fs.stats import Stats
 
 log = logging.getLogger("dosfs.fs")
 
@@ -85,12 +87,22 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        stats: Stats | None = getattr(args[0], "stats", None) if args else None
+        started = time.perf_counter_ns()
         try:
-            return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            result = await fn(*args, **kwargs)
+        except pyfuse3.FUSEError as exc:
+            if stats is not None:
+                stats.record(where, started, exc.errno)
             raise
         except Exception as exc:  # noqa: BLE001 - this is the error boundary
-            raise to_fuse_error(exc, where) from None
+            error = to_fuse_error(exc, where)
+            if stats is not None:
+                stats.record(where, started, error.errno)
+            raise error from None
+        if stats is not None:
+            stats.record(where, started, 0)
+        return result
 
     return wrapper
 

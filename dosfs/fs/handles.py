@@ -14,7 +14,6 @@ import pyfuse3
 import trio
 
 from dosfs.fs.engine import ObjectReaderLike, VerifierLike
-from dosfs.fs.inodes import ObjectNode
 from dosfs.fs.tree import DirNode, TreeNode
 
 if TYPE_CHECKING:
@@ -59,13 +58,13 @@ class HandleTable(Generic[H]):
 class ReadHandle:
     """An open object: the reader pinned the object's bytes at open time.
 
-    ``node``: the by-hash inode it was opened through (None for a committed incoming/ file),
+    ``ino``: the by-hash inode it was opened through (None for a committed incoming/ file),
     whose verdict is shared by every open of it; ``trusted``: reads need no verification;
     ``verifier``/``verdict``: the hashing of a big object in progress, and its trio event."""
 
     reader: ObjectReaderLike
     hashkey: str
-    node: ObjectNode | None = None
+    ino: int | None = None
     trusted: bool = False
     verifier: VerifierLike | None = None
     verdict: trio.Event | None = None
@@ -96,7 +95,7 @@ class HashDirHandle:
     """
 
     lock: trio.Lock = field(default_factory=trio.Lock)
-    buffer: deque[tuple[str, int]] = field(default_factory=deque)
+    buffer: deque[tuple[str, int, int | None]] = field(default_factory=deque)
     after: str | None = None  # the last hash put into the buffer (where the next fill starts)
     exhausted: bool = False
     position: int = 0

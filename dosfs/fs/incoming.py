@@ -39,6 +39,7 @@ from dosfs.fs.handles import TreeDirHandle, WriteHandle
 from dosfs.fs.incoming_file import FileState, IncomingFile
 from dosfs.fs.inodes import FixedDir, InodeTable, Node
 from dosfs.fs.offload import Offload
+from dosfs.fs.stats import Stats
 from dosfs.fs.tree import (
     DirNode,
     IncomingTree,
@@ -66,14 +67,17 @@ class Incoming:
         *,
         read_only: bool,
         max_names: int,
+        stats: Stats | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
         self.attrs = attrs
         self.offload = offload
         self.read_only = read_only
+        self.stats = stats if stats is not None else Stats()
         self.root = DirNode(
-            0o555 if read_only else 0o755, attrs.uid, attrs.gid, is_incoming_root=True
+            (0o555 if read_only else 0o755) & ~attrs.umask, attrs.uid, attrs.gid,
+            is_incoming_root=True,
         )
         self.tree = IncomingTree(table, self.root, max_names, engine.hash_length)
 
@@ -351,6 +355,7 @@ class Incoming:
                 self.tree.detach(file)
             self.table.maybe_drop(file)
             return
+        self.stats.objects_committed += 1
         if file.parent is not None:
             link = LinkNode(file.uid, file.gid, hashkey=hashkey)
             link.mtime_ns, link.atime_ns = file.mtime_ns, file.atime_ns

@@ -1,11 +1,19 @@
 """Inodes of the mount: what each number the kernel holds stands for.
 
-Inode numbers come from one monotonic counter and are never reused (the kernel may still hold
-an old number when a name is replaced, and a reused number would alias two files). A number is
-dropped from the table when the kernel has forgotten it (lookup count 0) and nothing else pins it
-(a name in the incoming/ tree, an open handle). Objects under by-hash/ are pinned only by the
-kernel, so the table holds exactly the objects the kernel currently remembers (bounded: past
-``max_objects`` the oldest are invalidated in the kernel, CLOCK order).
+Packed objects get numbers *computed* from their index row: the top bit, 29 bits of the hash
+and 34 bits of the row id (packed_ino). No table holds them, so the kernel may cache as many as
+it likes, FORGET costs nothing, and `ls -l` of millions of objects keeps the daemon's memory
+flat. The hash bits make a row id that is reused after a delete name another inode (the kernel
+then drops the old one), and let a stale number be refused (ESTALE) rather than served as
+another object: the row found for a number must carry the same 29 hash bits.
+
+Everything else (incoming/ names, loose objects, rows beyond 2^34) comes from one monotonic
+counter, never reused (the kernel may still hold an old number when a name is replaced, and a
+reused number would alias two files). Such a number is dropped from the table when the kernel
+has forgotten it (lookup count 0) and nothing else pins it (a name in the incoming/ tree, an
+open handle). Loose objects are pinned only by the kernel, so the table holds exactly the loose
+objects the kernel currently remembers (bounded: past ``max_objects`` the oldest are
+invalidated in the kernel, CLOCK order).
 """
 
 from __future__ import annotations
@@ -26,6 +34,24 @@ FIRST_DYNAMIC_INODE = ROOT_INODE + 16
 BY_HASH_NAME = b"by-hash"
 INCOMING_NAME = b"incoming"
 
+PACKED_BIT = 1 << 63
+ID_BITS = 34
+HASH_BITS = 29
+_ID_MASK = (1 << ID_BITS) - 1
+_HASH_MASK = (1 << HASH_BITS) - 1
+
+
+def hash_bits(hashkey: str) -> int:
+    """The 29 bits of a hash key that go into its computed inode number."""
+    return int(hashkey[:8], 16) >> (32 - HASH_BITS)
+
+
+def packed_ino(rowid: int, hashkey: str) -> int | None:
+    """The inode number of a packed object (None when its row id does not fit)."""
+    if rowid > _ID_MASK or rowid < 0:
+        return None
+    return PACKED_BIT | (hash_bits(hashkey) << ID_BITS) | rowid
+
 
 class Node:
     """Something the kernel can hold an inode number for."""
@@ -39,6 +65,33 @@ class Node:
     def pinned(self) -> bool:
         """True while something other than the kernel needs this inode number to stay valid."""
         return False
+
+
+class PackedRef(Node):
+    """A computed inode number of a packed object (made on demand, never stored)."""
+
+    __slots__ = ("rowid", "bits")
+
+    def __init__(self, ino: int) -> None:
+        super().__init__()
+        self.ino = ino
+        self.rowid = ino & _ID_MASK
+        self.bits = (ino >> ID_BITS) & _HASH_MASK
+
+    def names(self, hashkey: str) -> bool:
+        """Whether `hashkey` (of the row found for this number) is the object it stood for."""
+        return hash_bits(hashkey) == self.bits
+
+
+class ShortLink(Node):
+    """by-hash/<short hash>: a symlink to the one object whose key starts with it (git's short
+    hashes). Never listed; zero timeouts (a new object can make the prefix ambiguous)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: bytes) -> None:
+        super().__init__()
+        self.target = target
 
 
 class FixedDir(Node):
@@ -56,14 +109,13 @@ class FixedDir(Node):
 
 
 class ObjectNode(Node):
-    """by-hash/<hashkey>: an immutable object; the size is cached because content never changes.
+    """by-hash/<hashkey> of a loose object (or a packed one whose row id is beyond a computed
+    number): immutable, so the size is cached.
 
     ``referenced``/``in_clock``: state of the CLOCK (second chance) eviction in InodeTable.
-    ``verdict``: None until the object's bytes were hashed through the mount, then whether
-    they hashed to its key (so re-opens do not hash again; bounded like the table itself).
     """
 
-    __slots__ = ("hashkey", "size", "referenced", "in_clock", "verdict")
+    __slots__ = ("hashkey", "size", "referenced", "in_clock")
 
     def __init__(self, hashkey: str, size: int) -> None:
         super().__init__()
@@ -71,7 +123,6 @@ class ObjectNode(Node):
         self.size = size
         self.referenced = False
         self.in_clock = False
-        self.verdict: bool | None = None
 
 
 class InodeTable:
@@ -115,6 +166,8 @@ class InodeTable:
         try:
             return self._nodes[ino]
         except KeyError:
+            if ino & PACKED_BIT:
+                return PackedRef(ino)
             # A number the kernel holds but we do not: an untracked listing entry (the kernel
             # revalidates those by name first) or a bug. ESTALE makes the kernel look up again.
             raise pyfuse3.FUSEError(errno.ESTALE) from None

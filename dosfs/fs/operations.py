@@ -42,15 +42,20 @@ from dosfs.fs.inodes import (
     InodeTable,
     Node,
     ObjectNode,
+    PackedRef,
+    ShortLink,
 )
 from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES, NAME_MAX
 from dosfs.fs.offload import Offload
+from dosfs.fs.stats import Stats
 from dosfs.fs.tree import DirNode, LinkNode, TreeNode, check_name
 
 log = logging.getLogger("dosfs.fs")
 
 #: statvfs of the backing filesystem is cached this long (df, and cp's free-space probes).
 STATFS_TTL = 1.0
+#: the root's xattr with the mount's live statistics (JSON; `dosfs stats MOUNTPOINT`)
+STATS_XATTR = b"user.dosfs.stats"
 
 __all__ = ["Operations", "cursor_id"]
 
@@ -85,6 +90,7 @@ class Operations(pyfuse3.Operations):
         workers: int = 4,
         uid: int | None = None,
         gid: int | None = None,
+        umask: int = 0,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
         thread_init: Callable[[], None] | None = None,
     ) -> None:
@@ -93,20 +99,21 @@ class Operations(pyfuse3.Operations):
         self.read_only = read_only
         self.listing = listing
         self.offload = Offload(workers, thread_init)
+        self.stats = Stats()
         self.attrs = AttrBuilder(
             os.getuid() if uid is None else uid, os.getgid() if gid is None else gid,
-            time.time_ns(),
+            time.time_ns(), umask,
         )
         self.table = InodeTable(max_inodes)
         self.root = FixedDir(ROOT_INODE, b"")
         self.by_hash_dir = FixedDir(BY_HASH_INODE, BY_HASH_NAME)
         self.by_hash = ByHash(
             engine, self.table, self.attrs, self.offload, verify=verify,
-            invalidate_entry=invalidate_entry,
+            invalidate_entry=invalidate_entry, stats=self.stats,
         )
         self.inc = Incoming(
             engine, self.table, self.attrs, self.offload, read_only=read_only,
-            max_names=max_names,
+            max_names=max_names, stats=self.stats,
         )
         self.incoming = self.inc.root
         self.incoming.ino = INCOMING_INODE
@@ -123,6 +130,10 @@ class Operations(pyfuse3.Operations):
     def _attrs(self, node: Node, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
         if isinstance(node, ObjectNode):
             return self.by_hash.node_attrs(node)
+        if isinstance(node, PackedRef):
+            return self.by_hash.packed_attrs(node)
+        if isinstance(node, ShortLink):
+            return self.by_hash.short_attrs(node)
         if isinstance(node, FixedDir):
             if node is self.root:
                 return self.attrs.directory(node.ino, 0o555, 4, FIXED_TIMEOUT)
@@ -142,12 +153,10 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        if parent_inode == BY_HASH_INODE and name != b"." and name != b"..":
+            return self.by_hash.lookup(name)  # the hot path: one index round trip
         parent = self.table.get(parent_inode)
         node: Node | None
-        if parent is self.by_hash_dir and name not in (b".", b".."):
-            obj = self.by_hash.lookup(name)
-            self.by_hash.remember(obj)
-            return self.by_hash.node_attrs(obj)
         if name == b".":
             node = parent
         elif name == b"..":
@@ -197,6 +206,8 @@ class Operations(pyfuse3.Operations):
     @boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self.table.get(inode)
+        if isinstance(node, ShortLink):
+            return node.target
         if not isinstance(node, LinkNode):
             raise fuse_error(errno.EINVAL)
         return node.link_target()
@@ -276,17 +287,17 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.table.get(inode)
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
-        if isinstance(node, ObjectNode):
+        if isinstance(node, ObjectNode | PackedRef):
             if writing:
                 raise fuse_error(errno.EROFS)
-            return self._object_info(self.by_hash.open(node.hashkey, node))
+            return self._object_info(self.by_hash.open(node))
         if isinstance(node, IncomingFile):
             opened = await self.inc.open(node, writing)
             if isinstance(opened, str):  # committed: its object (hashed by us at commit)
-                return self._object_info(self.by_hash.open(opened, trusted=True))
+                return self._object_info(self.by_hash.open_committed(opened))
             fh = self.files.add(opened)
             return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags))
-        if isinstance(node, LinkNode):
+        if isinstance(node, LinkNode | ShortLink):
             raise fuse_error(errno.ELOOP)
         raise fuse_error(errno.EISDIR)
 
@@ -294,15 +305,20 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files.get(fh)
         if isinstance(handle, ReadHandle):
-            return await self.by_hash.read(handle, off, size)
-        return await self.inc.read(handle, off, size)
+            data = await self.by_hash.read(handle, off, size)
+        else:
+            data = await self.inc.read(handle, off, size)
+        self.stats.bytes_read += len(data)
+        return data
 
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files.get(fh)
         if not isinstance(handle, WriteHandle):
             raise fuse_error(errno.EBADF)
-        return await self.inc.write(handle, off, buf)
+        written = await self.inc.write(handle, off, buf)
+        self.stats.bytes_written += written
+        return written
 
     @boundary
     async def flush(self, fh: int) -> None:
@@ -392,15 +408,19 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if not name.startswith(XATTR_PREFIX):
             raise fuse_error(pyfuse3.ENOATTR)  # security.* probes on every file: answer fast
+        if inode == ROOT_INODE and name == STATS_XATTR:
+            return self.stats.rendered()
         node = self.table.get(inode)
-        if not isinstance(node, ObjectNode):
+        if not isinstance(node, ObjectNode | PackedRef):
             raise fuse_error(pyfuse3.ENOATTR)
         return self.by_hash.getxattr(node, name[len(XATTR_PREFIX) :].decode("ascii", "replace"))
 
     @boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if inode == ROOT_INODE:
+            return [STATS_XATTR]
         node = self.table.get(inode)
-        if not isinstance(node, ObjectNode):
+        if not isinstance(node, ObjectNode | PackedRef):
             return []
         return self.by_hash.listxattr(node)
 

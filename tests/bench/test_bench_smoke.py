@@ -26,6 +26,7 @@ MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_
          "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
          "mount.daemon_rss"]
 DAEMON = ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"]
+META = ["meta.stat", "meta.open_read_close", "meta.ls_small", "meta.ls_large", "meta.rss_large"]
 BACKUP = ["backup.first", "backup.incremental"]
 
 
@@ -53,7 +54,7 @@ def test_speed_ratio_direction() -> None:
 def test_selection_by_group_and_name() -> None:
     assert select(["api.get_single"]) == ["api.get_single"]
     assert select(["daemon"]) == DAEMON
-    assert select([]) == API + MOUNT + DAEMON + BACKUP
+    assert select([]) == API + MOUNT + DAEMON + META + BACKUP
     with pytest.raises(SystemExit):
         select(["no.such.figure"])
 
@@ -78,7 +79,7 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     doc = json.loads(out.read_text())
-    expected = API + BACKUP if reason else API + MOUNT + DAEMON + BACKUP
+    expected = API + BACKUP if reason else API + MOUNT + DAEMON + META + BACKUP
     assert list(doc["figures"]) == expected
     for key, fig in doc["figures"].items():
         assert "error" not in fig, (key, fig.get("error"))

@@ -99,14 +99,18 @@ def test_container_from_environment(runner: CliRunner, tmp_path: Path) -> None:
 def test_errors_are_clean(runner: CliRunner, tmp_path: Path) -> None:
     folder = tmp_path / "c"
     result = runner.invoke(main, ["status", str(folder)])
+    assert result.exit_code == 1 and "no container at" in result.output
+    folder.mkdir()
+    result = runner.invoke(main, ["status", str(folder)])
     assert result.exit_code == 1 and "not an initialised" in result.output
+    folder.rmdir()
     run(runner, "init", str(folder))
     result = runner.invoke(main, ["cat", str(folder), "nothex"])
     assert result.exit_code == 1 and "invalid hash key" in result.output
     result = runner.invoke(main, ["cat", str(folder), "0" * 64])
     assert result.exit_code == 1 and "no object" in result.output
     result = runner.invoke(main, ["add", str(folder), str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "not a file" in result.output
+    assert result.exit_code == 1 and "no such file" in result.output
     result = runner.invoke(main, ["add", str(folder)])
     assert result.exit_code == 2
     result = runner.invoke(main, ["init", str(folder)])

@@ -130,6 +130,7 @@ class FakeEngine:
         self.closed_readers = 0
         self.staged: list[FakeStaged] = []
         self.readers: list[FakeReader] = []
+        self.rowids: dict[str, int] = {}  # packed objects' index row ids
 
     def _maybe_fail(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -141,6 +142,7 @@ class FakeEngine:
         hashkey = hashlib.sha256(data).hexdigest()
         self.objects[hashkey] = data
         if packed:
+            self.rowids.setdefault(hashkey, len(self.rowids) + 1)
             self.packed[hashkey] = {
                 "pack_id": 3,
                 "pack_offset": 1000,
@@ -205,3 +207,33 @@ class FakeEngine:
 
     def checkpoint(self) -> None:
         pass
+
+    def entry(self, hashkey: str) -> tuple[int | None, int]:
+        if not self.is_valid_hashkey(hashkey):  # validated before anything touches storage
+            raise InvalidHashKey(hashkey)
+        meta = self.get_object_meta(hashkey)
+        return self.rowids.get(hashkey) if hashkey in self.packed else None, int(meta.size or 0)
+
+    def entry_by_id(self, rowid: int) -> tuple[str, int] | None:
+        for hashkey, rid in self.rowids.items():
+            if rid == rowid and hashkey in self.objects and hashkey in self.packed:
+                return hashkey, len(self.objects[hashkey])
+        return None
+
+    def open_object_by_id(self, rowid: int) -> FakeReader:
+        found = self.entry_by_id(rowid)
+        if found is None:
+            raise NotExistent(f"row {rowid}")
+        return self.open_object(found[0])
+
+    def iter_entries(self, after: str | None = None) -> Iterator[tuple[str, int, int | None]]:
+        for hashkey in self.iter_hashkeys(after):
+            yield hashkey, len(self.objects[hashkey]), (
+                self.rowids.get(hashkey) if hashkey in self.packed else None
+            )
+
+    def resolve_prefix(self, prefix: str) -> str | None:
+        if len(prefix) < 8 or set(prefix) - HEX:
+            return None
+        found = [h for h in self.objects if h.startswith(prefix)]
+        return found[0] if len(found) == 1 else None

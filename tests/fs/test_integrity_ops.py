@@ -67,7 +67,7 @@ async def test_small_corrupt_object_is_refused_before_its_first_byte(
     assert h in caplog.text and "fake" in caplog.text  # names the hash and where it lives
     await expect_errno(errno.EIO, ops.read(fh, 0, 100))
     await ops.release(fh)
-    assert ops.by_hash.verify_failures == 1
+    assert ops.stats.verify_failures == 1
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -294,3 +294,45 @@ async def test_folders_too_deep_for_their_links_are_refused(ops: Operations) -> 
     await ops.mkdir(top, b"sub", 0o755, CTX)
     parent = (await ops.lookup(ino, b"..", CTX)).st_ino
     await expect_errno(errno.ENAMETOOLONG, ops.rename(INCOMING_INODE, b"top", parent, b"t", 0, CTX))
+
+
+# ---------------------------------------------------------------- computed inode numbers
+
+
+@trio_test
+async def test_packed_objects_have_computed_numbers_and_no_table(
+    ops: Operations, engine: FakeEngine
+) -> None:
+    from dosfs.fs.inodes import PACKED_BIT
+
+    keys = [engine.add(b"packed %d" % i, packed=True) for i in range(50)]
+    attrs = [await ops.lookup(BY_HASH_INODE, h.encode(), CTX) for h in keys]
+    assert all(a.st_ino & PACKED_BIT for a in attrs)
+    assert len({a.st_ino for a in attrs}) == 50
+    assert len(ops.table) == 3  # nothing tracked: the root, by-hash/, incoming/
+    again = await ops.getattr(attrs[7].st_ino, CTX)  # served from the row, no table entry
+    assert again.st_size == len(b"packed 7")
+    fh = (await ops.open(attrs[7].st_ino, os.O_RDONLY, CTX)).fh
+    assert await ops.read(fh, 0, 100) == b"packed 7"
+    await ops.release(fh)
+    await ops.forget([(a.st_ino, 1) for a in attrs])  # costs nothing, breaks nothing
+    assert (await ops.getattr(attrs[7].st_ino, CTX)).st_size == len(b"packed 7")
+
+
+@trio_test
+async def test_a_reused_row_id_never_serves_another_object(
+    ops: Operations, engine: FakeEngine
+) -> None:
+    old = engine.add(b"deleted soon", packed=True)
+    ino = (await ops.lookup(BY_HASH_INODE, old.encode(), CTX)).st_ino
+    rowid = engine.rowids.pop(old)
+    del engine.objects[old], engine.packed[old]
+    new = engine.add(b"a newcomer with the same row id", packed=True)
+    engine.rowids[new] = rowid  # SQLite gives a deleted max rowid to the next insert
+    await expect_errno(errno.ESTALE, ops.getattr(ino, CTX))
+    await expect_errno(errno.ESTALE, ops.open(ino, os.O_RDONLY, CTX))
+    new_ino = (await ops.lookup(BY_HASH_INODE, new.encode(), CTX)).st_ino
+    assert new_ino != ino  # another number: the kernel drops the old inode
+    fh = (await ops.open(new_ino, os.O_RDONLY, CTX)).fh
+    assert await ops.read(fh, 0, 100) == b"a newcomer with the same row id"
+    await ops.release(fh)

@@ -1,0 +1,102 @@
+"""The mount commands: mount, umount, stats (the lifecycle itself is dosfs/mount.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from dosfs.cli.frame import CONTAINER_ENV, emit_json
+
+
+def register(main: click.Group) -> None:
+    for command in (mount, umount, stats):
+        main.add_command(command)
+
+
+def _options_help() -> str:
+    from dosfs.options import OPTIONS_HELP
+
+    return str(OPTIONS_HELP)
+
+
+@click.command(
+    epilog=f"CONTAINER may be omitted when ${CONTAINER_ENV} is set. mount(8) and /etc/fstab run "
+    "`dosfs CONTAINER MOUNTPOINT -o OPTS` (type fuse.dosfs), which is this command.",
+    context_settings={"ignore_unknown_options": False},
+)
+@click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] MOUNTPOINT")
+@click.option("-o", "options", multiple=True, metavar="OPTS",
+              help="Comma-separated mount options: " + "see below.")
+@click.option("-f", "--foreground", is_flag=True, help="Stay attached (systemd, debugging).")
+@click.option("-n", "--no-mtab", "no_mtab", is_flag=True, hidden=True)  # mount(8) may pass it
+@click.option("--ready-fd", type=int, hidden=True)
+@click.pass_context
+def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
+          foreground: bool, no_mtab: bool, ready_fd: int | None) -> None:
+    """Mount CONTAINER at MOUNTPOINT; returns once the mount is ready (the daemon runs on in
+    the background, or attached with --foreground)."""
+    from dosfs import mount as lifecycle
+
+    if len(args) == 2:
+        container, mountpoint = Path(args[0]), Path(args[1])
+    elif len(args) == 1 and os.environ.get(CONTAINER_ENV):
+        container, mountpoint = Path(os.environ[CONTAINER_ENV]), Path(args[0])
+    elif len(args) == 1:
+        raise click.UsageError(f"missing CONTAINER (or set ${CONTAINER_ENV}) before MOUNTPOINT")
+    else:
+        raise click.UsageError("expected [CONTAINER] MOUNTPOINT")
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    log_file = ctx.obj.get("log_file") if ctx.obj else None
+    try:
+        opts = lifecycle.parse_options(options)
+        lifecycle.mount(container, mountpoint, opts, foreground=foreground, debug=debug,
+                        log_file=log_file, ready_fd=ready_fd)
+    except lifecycle.MountError as exc:
+        if ready_fd is not None:  # the daemon of a background mount: the waiting parent prints it
+            sys.exit(1)
+        raise click.ClickException(str(exc)) from None
+
+
+mount.help = (mount.help or "") + "\n\n\b\nOptions for -o:\n" + "\n".join(
+    f"  {line}" for line in _options_help().split("; ")
+)
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("-z", "--lazy", is_flag=True, help="Detach now even if files are open.")
+def umount(mountpoint: Path, lazy: bool) -> None:
+    """Unmount a dosfs mount and wait for its daemon to finish (pending commits included)."""
+    from dosfs import mount as lifecycle
+
+    try:
+        lifecycle.umount(mountpoint, lazy=lazy)
+    except lifecycle.MountError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="The raw JSON the daemon answers.")
+@click.option("--watch", type=float, default=None, is_flag=False, flag_value=2.0,
+              metavar="SECONDS", help="Refresh every SECONDS (default 2) until interrupted.")
+def stats(mountpoint: Path, as_json: bool, watch: float | None) -> None:
+    """Live statistics of a mount: requests, bytes, commits, errors and latencies per
+    operation (the xattr user.dosfs.stats of MOUNTPOINT)."""
+    from dosfs.cli.statsview import read_stats, render
+
+    while True:
+        data = read_stats(mountpoint)
+        if as_json:
+            emit_json(data)
+        else:
+            if watch is not None and sys.stdout.isatty():
+                click.clear()
+            click.echo(render(data))
+        if watch is None:
+            return
+        time.sleep(watch)

@@ -1,0 +1,140 @@
+"""Mount options: what `-o` accepts (dosfs's own and the standard ones of mount(8) and fstab),
+parsed into MountOptions and written back (the daemon gets the same string).
+
+Unknown options are an error, not ignored; the standard ones other FUSE filesystems accept are
+accepted too: passed to the kernel (ro, nosuid, nodev, noexec, noatime), applied to what the mount
+shows (uid=, gid=, umask=), or ignored because they concern mount(8) and systemd, not the
+filesystem (defaults, auto, _netdev, nofail, user, users, x-systemd.*, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
+
+#: Kernel readahead set on the mount after mounting (KiB): 1 MiB read requests instead of 128 KiB.
+DEFAULT_READAHEAD_KB = 1024
+
+OPTIONS_HELP = "; ".join([
+    "ro / rw: incoming/ read-only or writable (default rw)",
+    "allow_other: other users may use the mount (with default_permissions, always on)",
+    "auto_unmount: the kernel unmounts if the daemon dies",
+    "uid=N, gid=N, umask=OCTAL: owner and permission bits the mount shows",
+    "nosuid, nodev, noexec, noatime: passed to the kernel",
+    "verify=on|off: hash every object before serving it in full (default on)",
+    "nolisting: by-hash/ cannot be listed",
+    "max_names=N: names kept in incoming/",
+    "max_inodes=N: loose-object inodes kept for the kernel",
+    "readahead_kb=N: kernel readahead (0: the kernel default)",
+    "workers=N: worker threads",
+    "fsname=NAME: the source shown in the mount table",
+    "ignored: defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, dev, "
+    "exec, atime, relatime, async, x-systemd.*, x-*, comment=",
+])
+
+_IGNORED = {"defaults", "auto", "noauto", "_netdev", "nofail", "user", "users", "nouser",
+            "owner", "suid", "dev", "exec", "atime", "relatime", "async", "sync"}
+_KERNEL_FLAGS = ("nosuid", "nodev", "noexec")
+
+
+class MountError(Exception):
+    """A mount or unmount that cannot happen, with a message that says what to do."""
+
+
+@dataclass
+class MountOptions:
+    read_only: bool = False
+    allow_other: bool = False
+    listing: bool = True
+    max_names: int = DEFAULT_MAX_NAMES
+    max_inodes: int = DEFAULT_MAX_INODES
+    readahead_kb: int = DEFAULT_READAHEAD_KB
+    workers: int = 4
+    fsname: str | None = None
+    verify: bool = True
+    auto_unmount: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    umask: int = 0
+    kernel_flags: list[str] = field(default_factory=list)
+
+    def to_args(self) -> str:
+        """The same options as one ``-o`` string (handed to the daemon process)."""
+        parts = ["ro" if self.read_only else "rw"]
+        parts += [name for name, on in (("allow_other", self.allow_other),
+                                        ("nolisting", not self.listing),
+                                        ("verify=off", not self.verify),
+                                        ("auto_unmount", self.auto_unmount)) if on]
+        parts += [f"max_names={self.max_names}", f"max_inodes={self.max_inodes}",
+                  f"readahead_kb={self.readahead_kb}", f"workers={self.workers}"]
+        if self.uid is not None:
+            parts.append(f"uid={self.uid}")
+        if self.gid is not None:
+            parts.append(f"gid={self.gid}")
+        if self.umask:
+            parts.append(f"umask={self.umask:03o}")
+        parts += self.kernel_flags
+        if self.fsname:
+            parts.append(f"fsname={self.fsname}")
+        return ",".join(parts)
+
+
+def _integer(key: str, arg: str, low: int, base: int = 10) -> int:
+    try:
+        number = int(arg, base)
+    except ValueError:
+        what = "an octal number" if base == 8 else "an integer"
+        raise MountError(f"mount option {key} needs {what}, got {arg!r}") from None
+    if number < low:
+        raise MountError(f"mount option {key} must be >= {low}")
+    return number
+
+
+def parse_options(values: Iterable[str]) -> MountOptions:
+    """Parse ``-o a,b=c`` values (repeatable)."""
+    opts = MountOptions()
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, eq, arg = item.partition("=")
+            flags = ("ro", "rw", "allow_other", "nolisting", "listing", "default_permissions",
+                     "auto_unmount", "noatime", *_KERNEL_FLAGS)
+            if key in flags:
+                if eq:
+                    raise MountError(f"mount option {key} takes no value")
+                if key in ("ro", "rw"):
+                    opts.read_only = key == "ro"
+                elif key == "allow_other":
+                    opts.allow_other = True
+                elif key in ("nolisting", "listing"):
+                    opts.listing = key == "listing"
+                elif key == "auto_unmount":
+                    opts.auto_unmount = True
+                elif key in _KERNEL_FLAGS and key not in opts.kernel_flags:
+                    opts.kernel_flags.append(key)
+                # default_permissions and noatime: always on
+            elif key in _IGNORED or key.startswith("x-") or key == "comment":
+                continue  # for mount(8), fstab and systemd, not for the filesystem
+            elif key in ("max_names", "max_inodes", "readahead_kb", "workers"):
+                setattr(opts, key, _integer(key, arg, 0 if key == "readahead_kb" else 1))
+            elif key in ("uid", "gid"):
+                setattr(opts, key, _integer(key, arg, 0))
+            elif key == "umask":
+                opts.umask = _integer(key, arg, 0, base=8) & 0o777
+            elif key == "verify":
+                if arg not in ("on", "off"):
+                    raise MountError(f"mount option verify must be on or off, got {arg!r}")
+                opts.verify = arg == "on"
+            elif key == "fsname":
+                if not arg or "," in arg:
+                    raise MountError("mount option fsname needs a name without commas")
+                opts.fsname = arg
+            else:
+                raise MountError(
+                    f"unknown mount option {item!r} (see dosfs mount --help for the list)"
+                )
+    return opts

@@ -1,0 +1,283 @@
+"""Mounting the way admins do: mount(8), fstab lines, standard options, auto_unmount, short
+hashes and live statistics, all through real mounts and real tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dosfs import Container
+from tests.fs.conftest import DOSFS, FSNAME, Mounted, fsname_mounts, wait_for, with_suppress_kill
+
+#: the PATH mount.fuse3 gives the helper it runs (measured: it replaces the caller's PATH)
+MOUNT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def installed_dosfs() -> str | None:
+    """Why mount(8) cannot run this checkout's dosfs, or None."""
+    if shutil.which("mount.fuse3") is None:
+        return "mount.fuse3 is missing (apt install fuse3)"
+    found = shutil.which("dosfs", path=MOUNT_PATH)
+    if found is None:
+        return "dosfs is not on mount(8)'s PATH: run scripts/setup"
+    ours = Path(sys.executable).parent / "dosfs"
+    if Path(found).resolve() != ours.resolve():
+        return f"mount(8) would run {found}, not this checkout's {ours}: run scripts/setup"
+    return None
+
+
+@pytest.fixture
+def system_mounts(fuse: None) -> Iterator[list[Path]]:
+    """Mountpoints made by mount(8) in a test; unmounted (lazily and killed on failure) after."""
+    made: list[Path] = []
+    yield made
+    from dosfs.mount import daemon_pids
+
+    for path in made:
+        if str(path) not in fsname_mounts():
+            continue
+        pids = daemon_pids(path)
+        done = subprocess.run(["umount", str(path)], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+            for pid in pids:
+                with_suppress_kill(pid)
+        wait_for(lambda pids=pids: not any(os.path.exists(f"/proc/{p}") for p in pids),
+                 what="exit")
+
+
+@pytest.fixture
+def filled(make_container: Callable[..., Path]) -> tuple[Path, dict[str, bytes]]:
+    folder = make_container()
+    contents = [b"loose object\n", b"packed object\n" * 100]
+    with Container(folder) as c:
+        loose = c.add_object(contents[0])
+        packed = c.add_objects_to_pack([contents[1]])[0]
+    return folder, {loose: contents[0], packed: contents[1]}
+
+
+def test_mount_t_fuse_dosfs(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, system_mounts: list[Path]
+) -> None:
+    reason = installed_dosfs()
+    if reason:
+        pytest.skip(reason)
+    folder, objects = filled
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    system_mounts.append(mnt)
+    opts = f"fsname={FSNAME},ro,noatime,nosuid,nodev,noexec,_netdev,nofail,x-systemd.automount"
+    done = subprocess.run(
+        ["mount", "-t", "fuse.dosfs", str(folder), str(mnt), "-o", opts],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert os.path.ismount(mnt)  # ready when mount(8) returns
+    for key, data in objects.items():
+        assert subprocess.run(["cat", str(mnt / "by-hash" / key)], capture_output=True,
+                              check=True).stdout == data
+    line = next(x for x in Path("/proc/self/mounts").read_text().splitlines()
+                if x.split()[1] == str(mnt))
+    assert line.split()[2] == "fuse.dosfs" and "ro" in line.split()[3].split(",")
+    write = subprocess.run(["cp", "/etc/hostname", str(mnt / "incoming" / "x")],
+                           capture_output=True, text=True)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr
+
+
+def test_fstab_line(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, system_mounts: list[Path]
+) -> None:
+    """An fstab line as the docs give it, through `mount MOUNTPOINT` with an alternative
+    fstab (mount -T), so the machine's /etc/fstab is left alone."""
+    reason = installed_dosfs()
+    if reason:
+        pytest.skip(reason)
+    folder, objects = filled
+    mnt = tmp_path / "objs"
+    mnt.mkdir()
+    system_mounts.append(mnt)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{folder} {mnt} fuse.dosfs defaults,_netdev,fsname={FSNAME} 0 0\n")
+    done = subprocess.run(["mount", "-T", str(fstab), str(mnt)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    key = next(iter(objects))
+    assert (mnt / "by-hash" / key).read_bytes() == objects[key]
+    new = mnt / "incoming" / "new"  # `defaults` is read-write
+    new.write_bytes(b"written through an fstab mount")
+    key_new = hashlib.sha256(b"written through an fstab mount").hexdigest()
+    assert (mnt / "by-hash" / key_new).exists()
+    done = subprocess.run(["umount", str(mnt)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not os.path.ismount(mnt)
+
+
+def test_auto_unmount_after_sigkill(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, "auto_unmount")
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=20)
+    wait_for(lambda: not os.path.ismount(m.path), what="fusermount3 to unmount")
+    assert os.listdir(m.path) == []  # an empty directory, not "Transport endpoint is not connected"
+    m.expect_errors = True  # killed: no clean shutdown line
+
+
+def test_killed_without_auto_unmount_leaves_a_dead_mount(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    """The contrast that makes the test above mean something."""
+    folder, _ = filled
+    m = mount(folder)
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=20)
+    with pytest.raises(OSError) as err:
+        os.listdir(m.path)
+    assert err.value.errno == 107  # ENOTCONN
+    m.expect_errors = True
+    subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
+
+
+def test_uid_gid_umask(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder, "uid=1234,gid=5678,umask=027")
+    for key in objects:
+        st = (m.by_hash / key).stat()
+        assert (st.st_uid, st.st_gid) == (1234, 5678)
+        assert stat.S_IMODE(st.st_mode) & 0o027 == 0
+        assert stat.S_IMODE(st.st_mode) & 0o440 == 0o440
+    st = m.by_hash.stat()
+    assert (st.st_uid, st.st_gid) == (1234, 5678) and stat.S_IMODE(st.st_mode) & 0o027 == 0
+    ls = subprocess.run(["ls", "-ln", str(m.by_hash)], capture_output=True, text=True, check=True)
+    assert all(" 1234 5678 " in line for line in ls.stdout.splitlines()[1:])
+
+
+def colliding_prefix_pair() -> tuple[bytes, bytes]:
+    """Two contents whose sha256 share the first 8 hex digits (a birthday search, ~1e5 hashes)."""
+    seen: dict[str, bytes] = {}
+    i = 0
+    while True:
+        data = b"%d" % i
+        prefix = hashlib.sha256(data).hexdigest()[:8]
+        if prefix in seen:
+            return seen[prefix], data
+        seen[prefix] = data
+        i += 1
+
+
+def test_short_hashes(make_container: Callable[..., Path], mount: Callable[..., Mounted]) -> None:
+    folder = make_container()
+    a, b = colliding_prefix_pair()
+    unique = b"the only object with its prefix\n"
+    with Container(folder) as c:
+        key = c.add_objects_to_pack([unique])[0]
+        ka, kb = c.add_object(a), c.add_object(b)
+    assert ka[:8] == kb[:8] and ka != kb
+    m = mount(folder)
+    out = subprocess.run(["cat", str(m.by_hash / key[:8])], capture_output=True, check=True)
+    assert out.stdout == unique
+    assert os.readlink(m.by_hash / key[:12]) == key
+    for name in (ka[:8], key[:7], "0" * 8 if not key.startswith("0" * 8) else "f" * 8,
+                 key[:8] + "x"):
+        done = subprocess.run(["cat", str(m.by_hash / name)], capture_output=True, text=True)
+        assert done.returncode == 1 and "No such file or directory" in done.stderr, name
+    n = next(i for i in range(8, 64) if ka[i] != kb[i]) + 1  # the first prefix telling them apart
+    assert (m.by_hash / ka[:n]).read_bytes() == a and (m.by_hash / kb[:n]).read_bytes() == b
+    listed = os.listdir(m.by_hash)
+    assert sorted(listed) == sorted([key, ka, kb])  # short names are never listed
+
+
+def test_stats_xattr_and_command(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder)
+    for key in objects:
+        subprocess.run(["cat", str(m.by_hash / key)], capture_output=True, check=True)
+    subprocess.run(["cat", str(m.by_hash / ("0" * 64))], capture_output=True)
+    (m.incoming / "new").write_bytes(b"counted")
+    out = subprocess.run(
+        ["getfattr", "--only-values", "-n", "user.dosfs.stats", str(m.path)],
+        capture_output=True, check=True,
+    )
+    data = json.loads(out.stdout)
+    for field in ("uptime_s", "requests", "bytes_read", "bytes_written", "objects_committed",
+                  "errors", "verify_failures", "latency_us"):
+        assert field in data, field
+    assert data["bytes_read"] >= sum(len(v) for v in objects.values())
+    assert data["bytes_written"] == len(b"counted")
+    assert data["objects_committed"] == 1
+    assert data["errors"].get("ENOENT", 0) >= 1
+    assert data["requests"]["lookup"] >= 3 and data["requests"]["read"] >= 2
+    assert set(data["latency_us"]["read"]) == {"p50", "p90", "p99"}
+
+    shown = subprocess.run([*DOSFS, "stats", str(m.path)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "lookup" in shown and "ENOENT" in shown and "uptime" in shown
+    raw = json.loads(subprocess.run([*DOSFS, "stats", "--json", str(m.path)],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert raw["objects_committed"] == 1 and raw["requests"]["lookup"] >= 3
+
+    bad = subprocess.run([*DOSFS, "stats", str(folder)], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("dosfs: error:")
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_sigusr1_logs_thread_stacks(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder)
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "Current thread" in m.log_text() or "Thread 0x" in m.log_text(),
+             what="the stack dump")
+    key = next(iter(objects))
+    assert (m.by_hash / key).read_bytes() == objects[key]  # and the daemon keeps serving
+
+
+def test_log_file_after_the_subcommand_gets_the_start_up_lines(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, background=True)  # runs `dosfs mount -o ... --log-file LOG C MP`
+    text = m.log_text()
+    assert f"mounted at {m.path}" in text, text
+    assert text.splitlines()[0].split()[2:4] == ["INFO", "dosfs.mount:"], text
+
+
+def test_delete_and_repack_on_a_mounted_container(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder)
+    loose, packed = objects
+    refused = subprocess.run([*DOSFS, "delete", str(folder), packed], capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and f"mounted at {m.path}" in refused.stderr
+    assert "--force" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert (m.by_hash / packed).read_bytes() == objects[packed]  # nothing was deleted
+    with open(m.by_hash / loose, "rb") as held:
+        forced = subprocess.run([*DOSFS, "delete", "--force", str(folder), loose],
+                                capture_output=True, text=True)
+        assert forced.returncode == 0, forced.stderr
+        assert held.read() == objects[loose]  # an open file keeps reading a deleted object
+    repacked = subprocess.run([*DOSFS, "repack", str(folder)], capture_output=True, text=True)
+    assert repacked.returncode == 0, repacked.stderr
+    assert f"mounted at {m.path}" in repacked.stdout + repacked.stderr
+    assert (m.by_hash / packed).read_bytes() == objects[packed]
