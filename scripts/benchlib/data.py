@@ -31,6 +31,12 @@ def tiny_object(i: int) -> bytes:
     return b"dosfs-bench-%d" % i
 
 
+def kib_object(i: int) -> bytes:
+    """Object `i` of the metadata figures: 1 KiB, unique."""
+    head = b"dosfs-meta-%d:" % i
+    return (head * (1024 // len(head) + 1))[:1024]
+
+
 def tiny_hashkey(i: int) -> str:
     return hashlib.sha256(tiny_object(i)).hexdigest()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from benchlib import data
 from benchlib.bench_backup import bench_backup
+from benchlib.bench_meta import META_KEYS, bench_meta
 from benchlib.mounting import Mount, drop_caches, have_fuse, run_timed
 from benchlib.report import MIB, Figure, Side
 from benchlib.sizes import Sizes
@@ -549,6 +550,7 @@ BENCHES = [
     Bench("api.compressed", ["api.compressed_random"], bench_api_compressed),
     Bench("mount", MOUNT_KEYS, bench_mount),
     Bench("daemon", ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"], bench_daemon),
+    Bench("meta", META_KEYS, bench_meta),
     Bench("backup", ["backup.first", "backup.incremental"], bench_backup),
 ]
 ALL_KEYS = [k for b in BENCHES for k in b.keys]

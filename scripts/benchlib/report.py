@@ -28,6 +28,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "µs/object": ("time", 1e6),
     "µs/lookup": ("time", 1e6),
     "µs/file": ("time", 1e6),
+    "µs/entry": ("time", 1e6),
     "ms/read": ("time", 1e3),
     "s": ("time", 1.0),
     "MiB/s": ("rate", MIB),
@@ -143,6 +144,7 @@ SECTIONS = [
     ("api.", "In-process API: a = dosfs, b = disk-objectstore 1.5.0 (same data, same run)"),
     ("mount.", "Mount: a = through `dosfs mount`, b = native access to the same bytes"),
     ("daemon.", "Daemon: a = mount of the large index, b = of the small one (counts in the rows)"),
+    ("meta.", "Metadata: a = dosfs mount, b = the smallest pyfuse3 FS serving the same container"),
     ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container and DEST)"),
 ]
 

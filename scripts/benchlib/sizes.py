@@ -30,6 +30,9 @@ class Sizes:
     daemon_small_index: int = 10_000  # objects in the index, small container
     daemon_large_index: int = 1_000_000  # objects in the index, large container
     daemon_serve_files: int = 10_000  # lookups + cats per run when measuring the daemon
+    meta_small_objects: int = 20_000  # 1 KiB packed objects: stat, open+read+close, ls -l
+    meta_large_objects: int = 1_000_000  # ls -l and stat of all of them, daemon memory
+    meta_per_run: int = 2_000  # names stat'ed or opened per run (fresh each run)
 
     def scaled(self, factor: float) -> Sizes:
         """Every count and size times `factor`, with floors that keep each figure meaningful."""
@@ -50,6 +53,9 @@ class Sizes:
                 continue
             changes[f.name] = max(floors.get(f.name, 20), int(value * factor))
         scaled = dataclasses.replace(self, **changes)
+        if scaled.meta_per_run * 6 > scaled.meta_small_objects:
+            per_run = max(1, scaled.meta_small_objects // 6)
+            scaled = dataclasses.replace(scaled, meta_per_run=per_run)
         if scaled.daemon_large_index <= scaled.daemon_small_index:
             scaled = dataclasses.replace(scaled, daemon_large_index=scaled.daemon_small_index * 10)
         return scaled
@@ -71,4 +77,7 @@ QUICK = Sizes(
     daemon_small_index=10_000,
     daemon_large_index=100_000,
     daemon_serve_files=2_000,
+    meta_small_objects=20_000,
+    meta_large_objects=100_000,
+    meta_per_run=1_000,
 )

@@ -339,6 +339,35 @@ def t_stat_list(task: Task) -> dict[str, Any]:
     return {"timings": {"stat": [dt]}, "info": {"paths": len(paths)}}
 
 
+def t_open_read_list(task: Task) -> dict[str, Any]:
+    """open + read (up to 64 KiB) + close of every path in a list file."""
+    paths = Path(task["list"]).read_text().split("\n")
+    t0 = time.perf_counter()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.read(fd, 65536)
+        os.close(fd)
+    dt = time.perf_counter() - t0
+    return {"timings": {"open_read_list": [dt]}, "info": {"paths": len(paths)}}
+
+
+def t_build_kib(task: Task) -> dict[str, Any]:
+    """A container of `count` distinct 1 KiB packed objects; returns their keys (shuffled)."""
+    folder = Path(task["folder"])
+    c = container_class("dosfs")(folder)
+    keys: list[str] = []
+    batch = 100_000
+    try:
+        c.init_container(clear=True)
+        for start in range(0, task["count"], batch):
+            stop = min(task["count"], start + batch)
+            keys += c.add_objects_to_pack([data.kib_object(i) for i in range(start, stop)])
+    finally:
+        c.close()
+    random.Random(3).shuffle(keys)
+    return {"info": {"hashkeys": keys if task["count"] <= 100_000 else keys[:100_000]}}
+
+
 def t_build_mount_container(task: Task) -> dict[str, Any]:
     """The container that is mounted: a big loose, a big packed and a big compressed object, plus
     many small packed objects. Returns their hashkeys and where the compressed one sits."""
@@ -414,6 +443,8 @@ TASKS: dict[str, Callable[[Task], dict[str, Any]]] = {
     "zlib_read": t_zlib_read,
     "ingest": t_ingest,
     "stat_list": t_stat_list,
+    "open_read_list": t_open_read_list,
+    "build_kib": t_build_kib,
     "build_mount_container": t_build_mount_container,
     "build_index": t_build_index,
     "pack_location": t_pack_location,
