@@ -1,7 +1,8 @@
 """Real-mount fixtures: the daemon as a subprocess, always unmounted, leftovers swept.
 
-Every test mount has the fsname ``dosfs-test`` so a crashed run's mounts can be found and
-removed at the next session start. Teardown unmounts cleanly (``fusermount3 -u`` and waits for
+Every test mount has the fsname ``dosfs-test`` (or ``$DOSFS_TEST_FSNAME``, so that two
+checkouts can run their suites at once without sweeping each other's mounts) so a crashed run's
+mounts can be found and removed at the next session start. Teardown unmounts cleanly (``fusermount3 -u`` and waits for
 the daemon), and on failure lazily (``-uz``) and kills the daemon.
 """
 
@@ -21,7 +22,7 @@ import pytest
 
 from dosfs.mount import daemon_pids
 
-FSNAME = "dosfs-test"
+FSNAME = os.environ.get("DOSFS_TEST_FSNAME", "dosfs-test")
 DOSFS = [sys.executable, "-m", "dosfs.cli"]
 
 
