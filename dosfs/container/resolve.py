@@ -136,12 +136,18 @@ class Resolver:
     def entry(self, hashkey: str) -> tuple[int | None, int]:
         """(index row id, or None for a loose object; size): what a listing or a lookup of the
         mount needs, in one index round trip."""
-        size, row, _source = self.resolve(hashkey, _stat_size, with_source=False)
-        if size is not None:
-            return None, size
-        if row is None:  # pragma: no cover - resolve never does this
-            raise CorruptObject(hashkey, "resolved to nothing")
-        return row[6], row[1]
+        entry = self.index.entry
+        row = entry(hashkey)
+        if row is not None:
+            return row[0], row[1]
+        try:  # the read protocol: index, loose file, index again (a packer may be between)
+            return None, os.stat(self._loose_path(hashkey)).st_size
+        except FileNotFoundError:
+            pass
+        row = entry(hashkey)
+        if row is None:
+            raise NotExistent(f"no object with hash key {hashkey}")
+        return row[0], row[1]
 
     def reader_by_id(self, rowid: int) -> ObjectReader:
         """A reader of the packed object whose index row has this id (NotExistent if none):

@@ -48,9 +48,18 @@ class AttrBuilder:
     def object(
         self, ino: int, size: int, entry_timeout: float = OBJECT_TIMEOUT
     ) -> pyfuse3.EntryAttributes:
-        """A by-hash object (attr timeout long; entry timeout as asked)."""
-        a = self.base(ino, self.object_mode, OBJECT_TIMEOUT)
+        """A by-hash object (attr timeout long; entry timeout as asked). Built in one place
+        without helpers: it is on the path of every lookup and listing entry."""
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = self.object_mode
+        a.st_nlink = 1
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_blksize = BLOCK_SIZE
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.start_ns
         a.entry_timeout = entry_timeout
+        a.attr_timeout = OBJECT_TIMEOUT
         a.st_size = size
         a.st_blocks = (size + 511) // 512
         return a

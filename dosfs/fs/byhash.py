@@ -28,14 +28,16 @@ from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
 from dosfs.fs.engine import EngineLike, VerifierLike
 from dosfs.fs.errors import fuse_error
-from dosfs.fs.handles import HashDirHandle, ReadHandle
+from dosfs.fs.handles import HashDirHandle, ListingEntry, ReadHandle
 from dosfs.fs.inodes import (
     BY_HASH_INODE,
+    MAX_ROWID,
     InodeTable,
     ObjectNode,
     PackedRef,
     ShortLink,
-    packed_ino,
+    packed_ino_from_top,
+    packed_number,
 )
 from dosfs.fs.memory import Trimmer
 from dosfs.fs.offload import Offload
@@ -48,7 +50,7 @@ SMALL_VERIFY = 1 << 20
 #: Closing a compressed reader of at least this size returns freed heap memory to the OS.
 TRIM_AFTER = 8 << 20
 #: How many entries a by-hash listing fetches per worker-thread round trip.
-LISTING_BATCH = 1024
+LISTING_BATCH = 2048
 #: Verdicts remembered (about 100 bytes each); the oldest are forgotten first.
 MAX_VERDICTS = 16_384
 #: xattr names served for objects (``user.dosfs.<key>``).
@@ -60,6 +62,14 @@ XATTR_PACKED = ("pack_id", "pack_offset", "pack_length", "compressed")
 def cursor_id(hashkey: str) -> int:
     """Readdir cursor of a by-hash entry: 16 + its first 60 bits, ordered like the hashes."""
     return 16 + int(hashkey[:15], 16)
+
+
+def listing_entry(hashkey: str, size: int, rowid: int | None) -> ListingEntry:
+    """What readdir replies for one object, computed in the worker thread that fetched it:
+    (name, hashkey, size, inode or None for a loose object, cursor)."""
+    top = int(hashkey[:15], 16)
+    ino = packed_ino_from_top(rowid, top) if rowid is not None else None
+    return hashkey.encode(), hashkey, size, ino, 16 + top
 
 
 class ByHash:
@@ -77,6 +87,8 @@ class ByHash:
         stats: Stats | None = None,
     ) -> None:
         self.engine = engine
+        self.entry = engine.entry  # bound once: the lookup hot path
+        self.hash_length = engine.hash_length
         self.table = table
         self.attrs = attrs
         self.offload = offload
@@ -92,23 +104,29 @@ class ByHash:
     # ------------------------------------------------------------------ names
     def lookup(self, name: bytes) -> pyfuse3.EntryAttributes:
         """The attributes of `name`, counted as one more kernel reference; ENOENT if absent.
-        One index round trip: a packed object's number is computed from its row."""
+        One index query; a packed object's number is computed from its row (the hot path of
+        `stat` and `open` of names the kernel has not seen: kept flat on purpose)."""
+        if len(name) != self.hash_length:
+            return self._short(name)
         try:
             hashkey = name.decode("ascii")
         except UnicodeDecodeError:
             raise fuse_error(errno.ENOENT) from None
-        if len(hashkey) < self.engine.hash_length:
-            return self._short(hashkey)
-        rowid, size = self.engine.entry(hashkey)  # an invalid key is NotExistent: ENOENT
-        ino = packed_ino(rowid, hashkey) if rowid is not None else None
-        if ino is None:
-            node = self.table.object_node(hashkey, size)
-            self.remember(node)
-            ino = node.ino
-        return self.attrs.object(ino, size)
+        rowid, size = self.entry(hashkey)  # an invalid key is NotExistent: ENOENT
+        if rowid is not None and rowid <= MAX_ROWID:
+            return self.attrs.object(packed_number(rowid, int(hashkey[:15], 16)), size)
+        node = self.table.object_node(hashkey, size)
+        self.remember(node)
+        return self.attrs.object(node.ino, size)
 
-    def _short(self, prefix: str) -> pyfuse3.EntryAttributes:
+    def _short(self, name: bytes) -> pyfuse3.EntryAttributes:
         """A short hash: a symlink to the full name, or ENOENT (unknown, ambiguous, < 8)."""
+        try:
+            prefix = name.decode("ascii")
+        except UnicodeDecodeError:
+            raise fuse_error(errno.ENOENT) from None
+        if len(prefix) > self.hash_length:
+            raise fuse_error(errno.ENOENT)
         target = self.engine.resolve_prefix(prefix)
         if target is None:
             raise fuse_error(errno.ENOENT)
@@ -239,80 +257,94 @@ class ByHash:
 
     # ------------------------------------------------------------------ listing
     async def readdir(self, handle: HashDirHandle, start_id: int, token: Any) -> None:
+        """The hot loop of `ls -l`: entries come from the worker thread ready to reply (name
+        bytes, computed inode, cursor), so a packed entry costs one attribute object and one
+        readdir_reply here."""
         async with handle.lock:
             if start_id != handle.position:
-                if start_id == 0:
-                    after = None
-                else:
-                    after = handle.recent.get(start_id)
-                    if after is None:  # a cursor older than we remember: resume by its prefix
-                        prefix = format(start_id - 16, "015x")
-                        after = prefix + "f" * (self.engine.hash_length - len(prefix))
+                after = None if start_id == 0 else handle.recent.get(start_id)
+                if after is None and start_id != 0:  # older than we remember: by its prefix
+                    prefix = format(start_id - 16, "015x")
+                    after = prefix + "f" * (self.engine.hash_length - len(prefix))
                 handle.reset(after)
                 handle.position = start_id
-            table = self.table
-            buffer = handle.buffer
-            obj_attrs = self.attrs.object
             reply = _handles.readdir_reply
-            while True:
-                if not buffer:
+            obj_attrs = self.attrs.object
+            items = handle.items
+            i = handle.index
+            try:
+                while True:
+                    n = len(items)
+                    while i < n:
+                        name, hashkey, size, ino, next_id = items[i]
+                        if ino is None:
+                            if not self._reply_loose(token, name, hashkey, size, next_id):
+                                return
+                        elif not reply(token, name, obj_attrs(ino, size), next_id):
+                            return
+                        i += 1
                     if handle.exhausted:
                         return
+                    handle.accept(i)
                     await self._fill(handle)
-                    continue
-                hashkey, size, rowid = buffer[0]
-                next_id = cursor_id(hashkey)
-                ino = packed_ino(rowid, hashkey) if rowid is not None else None
-                if ino is not None:  # computed: nothing to track, the kernel keeps what it likes
-                    if not reply(token, hashkey.encode(), obj_attrs(ino, size), next_id):
-                        return
-                    buffer.popleft()
-                    handle.accepted(next_id, hashkey)
-                    continue
-                node = table.find_object(hashkey)
-                if node is None and table.object_count >= table.max_objects:
-                    # The kernel keeps every READDIRPLUS entry (until memory pressure), and it
-                    # can only drop the ones we invalidate between getdents calls. Past the
-                    # bound, hand out a number we do not track, with zero timeouts: any use of
-                    # the entry revalidates it by name first and gets a tracked inode.
-                    attrs = self.attrs.untracked_object(table.spare_number(), size)
-                    if not _handles.readdir_reply(token, hashkey.encode(), attrs, next_id):
-                        return
-                else:
-                    created = node is None
-                    if node is None:
-                        node = table.object_node(hashkey, size)
-                    # Tracked entries get the long timeouts of lookups (`ls -l` then needs no
-                    # lookups) and count against the bound like them.
-                    attrs = self.attrs.object(node.ino, node.size, OBJECT_TIMEOUT)
-                    if not _handles.readdir_reply(token, hashkey.encode(), attrs, next_id):
-                        if created:
-                            table.maybe_drop(node)
-                        return
-                    self.remember(node)
-                buffer.popleft()
-                handle.accepted(next_id, hashkey)
+                    items = handle.items
+                    i = 0
+            finally:
+                handle.accept(i)
+
+    def _reply_loose(self, token: Any, name: bytes, hashkey: str, size: int, next_id: int) -> bool:
+        """A loose object's entry: a tracked inode while the table has room, else an untracked
+        number with zero timeouts."""
+        table = self.table
+        node = table.find_object(hashkey)
+        if node is None and table.object_count >= table.max_objects:
+            # The kernel keeps every READDIRPLUS entry (until memory pressure), and it can only
+            # drop the ones we invalidate between getdents calls. Past the bound, hand out a
+            # number we do not track, with zero timeouts: any use of the entry revalidates it by
+            # name first and gets a tracked inode.
+            attrs = self.attrs.untracked_object(table.spare_number(), size)
+            return bool(_handles.readdir_reply(token, name, attrs, next_id))
+        created = node is None
+        if node is None:
+            node = table.object_node(hashkey, size)
+        # Tracked entries get the long timeouts of lookups (`ls -l` then needs no lookups) and
+        # count against the bound like them.
+        attrs = self.attrs.object(node.ino, node.size, OBJECT_TIMEOUT)
+        if not _handles.readdir_reply(token, name, attrs, next_id):
+            if created:
+                table.maybe_drop(node)
+            return False
+        self.remember(node)
+        return True
 
     async def _fill(self, handle: HashDirHandle) -> None:
-        engine = self.engine
-
-        def fetch(
-            after: str | None,
-        ) -> tuple[list[tuple[str, int, int | None]], str | None, bool]:
-            iterator = engine.iter_entries(after=after)
-            try:
-                items = list(itertools.islice(iterator, LISTING_BATCH))
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-            last = items[-1][0] if items else after
-            return items, last, len(items) < LISTING_BATCH
-
-        items, last, exhausted = await self.offload.run(fetch, handle.after)
-        handle.buffer.extend(items)
+        """The next batch: the one prefetched for this cursor if any, else fetched now; then
+        the batch after it is started, so that it is ready when the kernel asks."""
+        pending = handle.prefetch
+        handle.prefetch = None
+        if pending is None or handle.prefetch_after != handle.after:
+            pending = self.offload.submit(self._fetch, handle.after)
+        items, last, exhausted = await pending.result()
+        handle.items = items
+        handle.index = 0
         handle.after = last
         handle.exhausted = exhausted
+        if not exhausted:
+            handle.prefetch = self.offload.submit(self._fetch, last)
+            handle.prefetch_after = last
+
+    def _fetch(self, after: str | None) -> tuple[list[ListingEntry], str | None, bool]:
+        """One batch of the listing strictly after `after` (runs in a worker thread)."""
+        iterator = self.engine.iter_entries(after=after)
+        try:
+            items = [listing_entry(hashkey, size, rowid)
+                     for hashkey, size, rowid in itertools.islice(iterator, LISTING_BATCH)]
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        last = items[-1][1] if items else after
+        return items, last, len(items) < LISTING_BATCH
 
     # ------------------------------------------------------------------ xattrs
     def _hashkey(self, node: ObjectNode | PackedRef) -> str:

@@ -85,10 +85,12 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R
     """Wrap a request handler so that only FUSEError leaves it (trio.Cancelled passes through)."""
     where = fn.__name__
 
+    clock = time.perf_counter_ns
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         stats: Stats | None = getattr(args[0], "stats", None) if args else None
-        started = time.perf_counter_ns()
+        started = clock()
         try:
             result = await fn(*args, **kwargs)
         except pyfuse3.FUSEError as exc:

@@ -6,7 +6,7 @@ Handle numbers come from one counter per table and are not reused while the moun
 from __future__ import annotations
 
 import errno
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -15,6 +15,7 @@ import trio
 
 from dosfs.fs.engine import ObjectReaderLike, VerifierLike
 from dosfs.fs.tree import DirNode, TreeNode
+from dosfs.fs.workers import Pending
 
 if TYPE_CHECKING:
     from dosfs.fs.incoming_file import IncomingFile
@@ -84,33 +85,48 @@ class WriteHandle:
 CURSOR_MEMORY = 4096
 
 
+#: one by-hash listing entry, ready to reply: (name, hashkey, size, inode or None, cursor)
+ListingEntry = tuple[bytes, str, int, int | None, int]
+
+
 @dataclass(eq=False)
 class HashDirHandle:
-    """A by-hash/ listing: a bounded buffer of upcoming (hashkey, size) and a stable cursor.
+    """A by-hash/ listing: the current batch of upcoming entries and a stable cursor.
 
-    ``next_id`` of an entry is 16 + the first 60 bits of its hash, so cursors are ordered like
+    The cursor of an entry is 16 + the first 60 bits of its hash, so cursors are ordered like
     hashes. The kernel resumes at the cursor of the last entry it accepted; that is normally
-    ``position`` (continue the buffer). Any other cursor is resolved through ``recent`` (exact)
-    or, for a cursor older than that, from its 60-bit prefix.
+    ``position`` (continue the batch). Any other cursor is resolved through ``recent`` (the
+    ends of recent readdir calls, exact) or, for an older one, from its 60-bit prefix.
     """
 
     lock: trio.Lock = field(default_factory=trio.Lock)
-    buffer: deque[tuple[str, int, int | None]] = field(default_factory=deque)
-    after: str | None = None  # the last hash put into the buffer (where the next fill starts)
+    items: list[ListingEntry] = field(default_factory=list)
+    index: int = 0  # items[:index] were accepted by the kernel
+    after: str | None = None  # the last hash of `items` (where the next fill starts)
     exhausted: bool = False
     position: int = 0
     recent: OrderedDict[int, str] = field(default_factory=OrderedDict)
+    #: the next batch, being fetched by a worker, and the cursor it starts after
+    prefetch: Pending | None = None
+    prefetch_after: str | None = None
 
     def reset(self, after: str | None) -> None:
-        self.buffer.clear()
+        self.prefetch = None  # a job in flight finishes; its result is dropped
+        self.items = []
+        self.index = 0
         self.after = after
         self.exhausted = False
 
-    def accepted(self, next_id: int, hashkey: str) -> None:
-        self.position = next_id
-        self.recent[next_id] = hashkey
-        if len(self.recent) > CURSOR_MEMORY:
-            self.recent.popitem(last=False)
+    def accept(self, index: int) -> None:
+        """The kernel took items[:index]: the cursor is now the last one's."""
+        self.index = index
+        if index:
+            _name, hashkey, _size, _ino, next_id = self.items[index - 1]
+            if next_id != self.position:
+                self.position = next_id
+                self.recent[next_id] = hashkey
+                if len(self.recent) > CURSOR_MEMORY:
+                    self.recent.popitem(last=False)
 
 
 @dataclass(eq=False)

@@ -38,6 +38,8 @@ PACKED_BIT = 1 << 63
 ID_BITS = 34
 HASH_BITS = 29
 _ID_MASK = (1 << ID_BITS) - 1
+#: the largest index row id that gets a computed number (bigger ones use the table)
+MAX_ROWID = _ID_MASK
 _HASH_MASK = (1 << HASH_BITS) - 1
 
 
@@ -51,6 +53,18 @@ def packed_ino(rowid: int, hashkey: str) -> int | None:
     if rowid > _ID_MASK or rowid < 0:
         return None
     return PACKED_BIT | (hash_bits(hashkey) << ID_BITS) | rowid
+
+
+def packed_ino_from_top(rowid: int, top60: int) -> int | None:
+    """packed_ino() from the first 60 bits of the hash as an int (a listing has them already)."""
+    if rowid > _ID_MASK or rowid < 0:
+        return None
+    return PACKED_BIT | ((top60 >> (60 - HASH_BITS)) << ID_BITS) | rowid
+
+
+def packed_number(rowid: int, top60: int) -> int:
+    """packed_ino_from_top() for a row id already known to fit (0 <= rowid <= MAX_ROWID)."""
+    return PACKED_BIT | ((top60 >> (60 - HASH_BITS)) << ID_BITS) | rowid
 
 
 class Node:

@@ -7,7 +7,8 @@ thread hop costs tens of microseconds, more than a cached `pread`. Measured rule
   on-the-fly sha256, hashing up to INLINE_HASH bytes;
 * on the pool: decompression, fsync, commit (hashing when writes were not sequential, rename,
   directory fsync), discarding a staged file, re-seeding a reopened file, listing pages (SQLite
-  pages + shard listings), hashing more than INLINE_HASH bytes, recovery at mount.
+  pages + shard listings; the next page is fetched while the kernel takes this one), hashing
+  more than INLINE_HASH bytes, recovery at mount.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dosfs.fs.engine import ObjectReaderLike
-from dosfs.fs.workers import WorkerPool
+from dosfs.fs.workers import Pending, WorkerPool
 
 T = TypeVar("T")
 
@@ -34,6 +35,10 @@ class Offload:
         """Slow or CPU-heavy work (see the module docstring)."""
         result: T = await self.pool.run(fn, *args)
         return result
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
+        """Start `fn` in a worker now, await its result later."""
+        return self.pool.submit(fn, *args)
 
     async def read(self, reader: ObjectReaderLike, offset: int, size: int) -> bytes:
         if reader.compressed:

@@ -23,7 +23,6 @@ STALE = 1.0
 class Stats:
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.requests: dict[str, int] = {}
         self.histograms: dict[str, list[int]] = {}
         self.errors: dict[str, int] = {}
         self.bytes_read = 0
@@ -34,21 +33,25 @@ class Stats:
 
     def record(self, op: str, started_ns: int, code: int) -> None:
         """One request of `op` that began at `started_ns` (perf_counter_ns) and answered
-        errno `code` (0 for success)."""
-        us = (time.perf_counter_ns() - started_ns) // 1000
-        try:
-            self.requests[op] += 1
-            hist = self.histograms[op]
-        except KeyError:
-            self.requests[op] = 1
-            hist = self.histograms[op] = [0] * BUCKETS
-        hist[min(us.bit_length(), BUCKETS - 1)] += 1
+        errno `code` (0 for success). On every request's path: one dict lookup, two adds."""
+        hist = self.histograms.get(op)
+        if hist is None:
+            hist = self.histograms[op] = [0] * (BUCKETS + 1)
+        hist[BUCKETS] += 1  # the count rides at the end of the histogram
+        bucket = ((time.perf_counter_ns() - started_ns) // 1000).bit_length()
+        hist[bucket if bucket < BUCKETS else BUCKETS - 1] += 1
         if code:
             name = _errno.errorcode.get(code, str(code))
             self.errors[name] = self.errors.get(name, 0) + 1
 
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests per operation."""
+        return {op: hist[BUCKETS] for op, hist in self.histograms.items()}
+
     @staticmethod
     def _percentile(hist: list[int], q: float) -> float:
+        hist = hist[:BUCKETS]
         total = sum(hist)
         if not total:
             return 0.0
@@ -63,7 +66,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "requests": dict(self.requests),
+            "requests": self.requests,
             "errors": dict(self.errors),
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,

@@ -25,6 +25,22 @@ log = logging.getLogger("dosfs.fs")
 _Job = tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.TrioToken, list[Any], trio.Event]
 
 
+class Pending:
+    """A job handed to the pool; its result (or exception) once it has run."""
+
+    def __init__(self) -> None:
+        self.box: list[Any] = []
+        self.done = trio.Event()
+
+    async def result(self) -> Any:
+        with trio.CancelScope(shield=True):
+            await self.done.wait()
+        ok, value = self.box[0]
+        if ok:
+            return value
+        raise value
+
+
 class WorkerPool:
     """``await pool.run(fn, *args)`` runs ``fn`` in one of ``size`` threads."""
 
@@ -60,18 +76,17 @@ class WorkerPool:
             except trio.RunFinishedError:
                 pass
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
+        """Start ``fn`` now; await ``.result()`` later (work ahead of need, e.g. a listing's
+        next batch while the kernel is busy with this one)."""
         if not self._threads:
             self._start()
-        done = trio.Event()
-        box: list[Any] = []
-        self._queue.put((fn, args, trio.lowlevel.current_trio_token(), box, done))
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        ok, value = box[0]
-        if ok:
-            return value
-        raise value
+        pending = Pending()
+        self._queue.put((fn, args, trio.lowlevel.current_trio_token(), pending.box, pending.done))
+        return pending
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.submit(fn, *args).result()
 
     def close(self) -> None:
         """Stop the threads (after the loop ended; queued jobs finish first)."""

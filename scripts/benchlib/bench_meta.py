@@ -50,6 +50,17 @@ class MinimalMount:
             time.sleep(0.05)
         return self
 
+    def memory(self) -> dict[str, float]:
+        """VmRSS and VmHWM (peak) of the minimal FS in MiB: it holds every object in a dict."""
+        assert self.proc is not None
+        out = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                key = line.split(":")[0]
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(line.split()[1]) / 1024
+        return out
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -104,8 +115,9 @@ def bench_meta(ctx: Ctx) -> list[Figure]:
                     target=0.8, target_text="≤ 1.25× its cost (≥ 0.8×)",
                     params={"objects": s.meta_small_objects, "per_run": per_run}))
             for fig in figs:
-                if fig.a is not None:
+                if fig.a is not None and fig.b is not None:
                     fig.a.peak_rss_mib = dm.memory()["VmHWM"]
+                    fig.b.peak_rss_mib = mm.memory()["VmHWM"]
     for key, count, folder, runs_wanted in (
         ("meta.ls_small", s.meta_small_objects, small, repeats),
         ("meta.ls_large", s.meta_large_objects, base / "large", repeats),
@@ -118,12 +130,14 @@ def bench_meta(ctx: Ctx) -> list[Figure]:
         d_runs: list[float] = []
         m_runs: list[float] = []
         peak: dict[str, float] = {}
+        rss = {"d": 0.0, "m": 0.0}
         for r in range(runs_wanted):
             for side in (("d", "m") if r % 2 else ("m", "d")):
                 point = base / f"mp-ls-{side}"
                 if side == "d":
                     with Mount(folder, point, base / "dosfs-ls.log") as dm:
                         d_runs.append(run_timed(["ls", "-l", str(point / "by-hash")]))
+                        rss["d"] = max(rss["d"], dm.memory()["VmHWM"])
                         if key == "meta.ls_large" and want("meta.rss_large") and r == 0:
                             lst = base / "all"
                             lst.write_text("\n".join(str(point / "by-hash" / h)
@@ -131,14 +145,15 @@ def bench_meta(ctx: Ctx) -> list[Figure]:
                             c.worker({"task": "stat_list", "list": str(lst)})
                             peak = dm.memory()
                 else:
-                    with MinimalMount(folder, point, base / "min-ls.log"):
+                    with MinimalMount(folder, point, base / "min-ls.log") as mm:
                         m_runs.append(run_timed(["ls", "-l", str(point / "by-hash")]))
+                        rss["m"] = max(rss["m"], mm.memory()["VmHWM"])
         if want(key):
             target = 0.8 if key == "meta.ls_small" else 0.5
             figs.append(Figure(
                 key, f"ls -l by-hash of {count:,} objects (readdir + attributes of each)",
-                "µs/entry", Side("dosfs mount", d_runs, count),
-                Side("minimal pyfuse3 FS", m_runs, count), target=target,
+                "µs/entry", Side("dosfs mount", d_runs, count, peak_rss_mib=rss["d"]),
+                Side("minimal pyfuse3 FS", m_runs, count, peak_rss_mib=rss["m"]), target=target,
                 target_text="≤ 1.25× (≥ 0.8×)" if target == 0.8 else "≤ 2× (≥ 0.5×)",
                 params={"objects": count, "runs": runs_wanted}))
         if key == "meta.ls_large" and want("meta.rss_large") and peak:

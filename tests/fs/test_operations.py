@@ -347,13 +347,10 @@ async def test_xattrs(ops: Operations, engine: FakeEngine) -> None:
     assert len(await ops.listxattr(ino_l, CTX)) == 2
     assert len(await ops.listxattr(ino_p, CTX)) == 6
     engine.calls.clear()
-    for name in (
-        b"security.capability",
-        b"security.selinux",
-        b"system.posix_acl_access",
-        b"user.other",
-        b"user.dosfs.nope",
-    ):
+    for name in (b"security.capability", b"security.selinux", b"system.posix_acl_access",
+                 b"trusted.x"):
+        await expect_errno(errno.EOPNOTSUPP, get(ino_p, name, CTX))  # ls stops asking
+    for name in (b"user.other", b"user.dosfs.nope"):
         await expect_errno(pyfuse3.ENOATTR, get(ino_p, name, CTX))
     assert engine.calls.get("get_object_meta", 0) == 1  # only user.dosfs.nope asked storage
     await expect_errno(pyfuse3.ENOATTR, get(ROOT_INODE, b"user.dosfs.type", CTX))
