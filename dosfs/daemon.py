@@ -220,6 +220,7 @@ async def _main(
         await nursery.start(_watch_signals, early)
         nursery.start_soon(_when_ready, ops, mountpoint, opts, reporter)
         nursery.start_soon(_checkpoints, ops)
+        nursery.start_soon(ops.by_hash.snapshot_keeper)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 

@@ -27,6 +27,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -84,6 +85,9 @@ class _ThreadState(threading.local):
     conn: sqlite3.Connection | None = None
     base: int = 0  # serial << 32 of conn: added to data_version to make a stamp
     degraded: bool = False  # an immutable fallback connection (full disk, see module doc)
+    snap: sqlite3.Connection | None = None  # the held-snapshot connection (entry_recent)
+    snap_gen: int = -1
+    snap_since: float = 0.0  # monotonic start of its open read transaction (0: none)
 
 
 _ALL_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
@@ -246,6 +250,49 @@ class Index:
         """(row id, size) of a packed object, or None."""
         row: tuple[int, int] | None = self.conn().execute(SQL_ENTRY, (hashkey,)).fetchone()
         return row
+
+    def entry_recent(self, hashkey: str, max_age: float) -> tuple[int, int] | None:
+        """(row id, size) from this thread's held read snapshot, begun at most `max_age`
+        seconds ago: 3-4 µs instead of 8-10, because a statement in an open read transaction
+        skips the WAL read-lock handshake (two fcntl and an fstat). None means "not in the
+        snapshot": ask `entry` (fresh) before concluding anything, objects may have arrived.
+        Whoever calls this calls `release_snapshot` when idle (a held snapshot holds back the
+        WAL's reset)."""
+        local = self._local
+        conn = local.snap
+        if conn is None or local.snap_gen != self._gen:
+            conn = self._open_snapshot(local)
+            if conn is None:
+                return self.entry(hashkey)
+        now = time.monotonic()
+        if now - local.snap_since > max_age:
+            if local.snap_since:
+                conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            local.snap_since = now
+        row: tuple[int, int] | None = conn.execute(SQL_ENTRY, (hashkey,)).fetchone()
+        return row
+
+    def release_snapshot(self) -> None:
+        """End this thread's held read snapshot, if any."""
+        local = self._local
+        if local.snap is not None and local.snap_since and local.snap_gen == self._gen:
+            local.snap_since = 0.0
+            try:
+                local.snap.execute("COMMIT")
+            except sqlite3.Error:
+                pass
+
+    def _open_snapshot(self, local: _ThreadState) -> sqlite3.Connection | None:
+        self._ensure()
+        try:
+            conn = connect(self.path, self.cache_kib)
+        except sqlite3.Error:
+            return None  # e.g. a full disk: the fresh path copes (see conn)
+        with self._lock:
+            self._conns.append((threading.current_thread(), conn))
+        local.snap, local.snap_gen, local.snap_since = conn, self._gen, 0.0
+        return conn
 
     def by_id(self, rowid: int) -> IdRow | None:
         """The row with this id, as `lookup` would give it, plus its hashkey."""

@@ -37,6 +37,19 @@ class ServerAPI:
         parts.layout.check_hashkey(hashkey)
         return parts.resolver.entry(hashkey)
 
+    def entry_recent(self, hashkey: str) -> tuple[int | None, int]:
+        """entry() whose hits may come from a read snapshot up to 50 ms old (misses are always
+        asked fresh): about half the cost. The caller must call release_snapshot() when idle,
+        in the same thread."""
+        parts = self._parts or self._load()
+        parts.layout.check_hashkey(hashkey)
+        return parts.resolver.entry_recent(hashkey)
+
+    def release_snapshot(self) -> None:
+        """End the read snapshot entry_recent() holds in this thread (if any)."""
+        if self._parts is not None:
+            self._parts.index.release_snapshot()
+
     def entry_by_id(self, rowid: int) -> tuple[str, int] | None:
         """(hashkey, size) of the packed object with this index row id, or None."""
         return bulk.entry_by_id((self._parts or self._load()).index, rowid)

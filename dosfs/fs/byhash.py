@@ -51,6 +51,8 @@ SMALL_VERIFY = 1 << 20
 TRIM_AFTER = 8 << 20
 #: How many entries a by-hash listing fetches per worker-thread round trip.
 LISTING_BATCH = 2048
+#: Seconds after the last lookups that the engine's lookup snapshot is ended (snapshot_keeper).
+SNAPSHOT_IDLE = 0.1
 #: Verdicts remembered (about 100 bytes each); the oldest are forgotten first.
 MAX_VERDICTS = 16_384
 #: xattr names served for objects (``user.dosfs.<key>``).
@@ -87,7 +89,9 @@ class ByHash:
         stats: Stats | None = None,
     ) -> None:
         self.engine = engine
-        self.entry = engine.entry  # bound once: the lookup hot path
+        self.entry = engine.entry_recent  # bound once: the lookup hot path
+        #: set by lookups while the engine holds a read snapshot for them (snapshot_keeper)
+        self.snapshot_used = trio.Event()
         self.hash_length = engine.hash_length
         self.table = table
         self.attrs = attrs
@@ -113,11 +117,24 @@ class ByHash:
         except UnicodeDecodeError:
             raise fuse_error(errno.ENOENT) from None
         rowid, size = self.entry(hashkey)  # an invalid key is NotExistent: ENOENT
+        if not self.snapshot_used.is_set():
+            self.snapshot_used.set()
         if rowid is not None and rowid <= MAX_ROWID:
             return self.attrs.object(packed_number(rowid, int(hashkey[:15], 16)), size)
         node = self.table.object_node(hashkey, size)
         self.remember(node)
         return self.attrs.object(node.ino, size)
+
+    async def snapshot_keeper(self) -> None:
+        """Ends the engine's lookup snapshot SNAPSHOT_IDLE after the lookups that used it (it
+        is renewed every 50 ms while they go on): an idle mount holds no read transaction, so
+        the index's WAL can be reset by checkpoints. Runs for the life of the mount; no
+        wakeups while nothing is looked up."""
+        while True:
+            await self.snapshot_used.wait()
+            await trio.sleep(SNAPSHOT_IDLE)
+            self.snapshot_used = trio.Event()
+            self.engine.release_snapshot()
 
     def _short(self, name: bytes) -> pyfuse3.EntryAttributes:
         """A short hash: a symlink to the full name, or ENOENT (unknown, ambiguous, < 8)."""

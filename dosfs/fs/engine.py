@@ -115,6 +115,13 @@ class EngineLike(Protocol):
         """(index row id or None for a loose object, size); NotExistent when absent."""
         ...
 
+    def entry_recent(self, hashkey: str) -> tuple[int | None, int]:
+        """entry() whose hits may come from a read snapshot up to 50 ms old; misses are asked
+        fresh. release_snapshot() (same thread) ends the snapshot."""
+        ...
+
+    def release_snapshot(self) -> None: ...
+
     def resolve_prefix(self, prefix: str) -> str | None:
         """The one key starting with `prefix` (>= 8 hex digits), or None."""
         ...

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from dosfs import Container
+from dosfs.container.errors import NotExistent
 from dosfs.container.index import IN_CHUNK
 
 
@@ -108,3 +111,33 @@ def test_index_cache_size_is_configurable(folder: Path) -> None:
     Container(folder).init_container()
     small = Container(folder, index_cache_kib=512)
     assert small.index.conn().execute("PRAGMA cache_size").fetchone()[0] == -512
+
+
+def test_entry_recent_never_misses_a_new_object_and_releases(container: Container,
+                                                             folder: Path) -> None:
+    """Lookups from a held snapshot: hits may be up to 50 ms old, misses are asked fresh (a new
+    object is found at once, packed straight or loose), and a released snapshot lets a
+    checkpoint truncate the WAL."""
+    first = container.add_objects_to_pack([b"before the snapshot"])[0]
+    assert container.entry_recent(first)[1] == len(b"before the snapshot")
+    other = Container(folder)  # another writer, while the snapshot is held
+    packed = other.add_objects_to_pack([b"packed after the snapshot began"])[0]
+    loose = other.add_object(b"loose after the snapshot began")
+    rowid, size = container.entry_recent(packed)
+    assert rowid is not None and size == len(b"packed after the snapshot began")
+    assert container.entry_recent(loose) == (None, len(b"loose after the snapshot began"))
+    with pytest.raises(NotExistent):
+        container.entry_recent("0" * 64)
+
+    def truncate() -> tuple[int, int, int]:
+        conn = sqlite3.connect(folder / "packs.idx")
+        try:
+            return conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+
+    other.add_objects_to_pack([b"a commit for the WAL"])
+    assert truncate()[0] == 1  # busy: our snapshot holds the WAL's frames
+    container.release_snapshot()
+    assert truncate()[0] == 0
+    other.close()

@@ -2,8 +2,9 @@
 
 Every test mount has the fsname ``dosfs-test`` (or ``$DOSFS_TEST_FSNAME``, so that two
 checkouts can run their suites at once without sweeping each other's mounts) so a crashed run's
-mounts can be found and removed at the next session start. Teardown unmounts cleanly (``fusermount3 -u`` and waits for
-the daemon), and on failure lazily (``-uz``) and kills the daemon.
+mounts can be found and removed at the next session start. Teardown unmounts cleanly
+(``fusermount3 -u`` and waits for the daemon), and on failure lazily (``-uz``) and kills the
+daemon.
 """
 
 from __future__ import annotations

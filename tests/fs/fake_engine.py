@@ -122,6 +122,7 @@ class FakeEngine:
     def __init__(self, folder: Path | str = "/") -> None:
         self.folder = Path(folder)
         self.objects: dict[str, bytes] = {}
+        self.snapshots_held = False  # entry_recent() until release_snapshot()
         self.packed: dict[str, dict[str, Any]] = {}
         self.fail: dict[str, BaseException] = {}
         self.calls: dict[str, int] = {}
@@ -213,6 +214,13 @@ class FakeEngine:
             raise InvalidHashKey(hashkey)
         meta = self.get_object_meta(hashkey)
         return self.rowids.get(hashkey) if hashkey in self.packed else None, int(meta.size or 0)
+
+    def entry_recent(self, hashkey: str) -> tuple[int | None, int]:
+        self.snapshots_held = True
+        return self.entry(hashkey)
+
+    def release_snapshot(self) -> None:
+        self.snapshots_held = False
 
     def entry_by_id(self, rowid: int) -> tuple[str, int] | None:
         for hashkey, rid in self.rowids.items():

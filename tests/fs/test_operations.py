@@ -902,3 +902,18 @@ async def test_closing_a_big_compressed_reader_trims_the_heap(
 def test_real_malloc_trim_is_callable() -> None:
     assert memory._malloc_trim is not None  # glibc
     assert memory.Trimmer().maybe_trim()
+
+
+@trio_test
+async def test_lookup_snapshot_is_released_when_idle(ops: Operations, engine: FakeEngine) -> None:
+    key = engine.add(b"looked up", packed=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.by_hash.snapshot_keeper)
+        await ops.lookup(BY_HASH_INODE, key.encode(), CTX)
+        assert engine.snapshots_held
+        with trio.fail_after(5):
+            while engine.snapshots_held:  # released SNAPSHOT_IDLE after the last lookup
+                await trio.sleep(0.01)
+        await ops.lookup(BY_HASH_INODE, key.encode(), CTX)  # and taken again by the next
+        assert engine.snapshots_held
+        nursery.cancel_scope.cancel()
