@@ -25,7 +25,7 @@ from dosfs.container.config import Layout
 from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject
 from dosfs.container.index import FullRow, Index
-from dosfs.container.meta import ObjectMeta, ObjectType, missing_meta
+from dosfs.container.meta import ObjectMeta, ObjectType, missing_meta, new_meta
 from dosfs.container.packstore import PackSource
 from dosfs.container.readers import (
     ObjectReader,
@@ -52,7 +52,7 @@ def as_meta(info: Info) -> ObjectMeta:
     if isinstance(info, ObjectMeta):
         return info
     _h, compressed, size, offset, length, pack_id = info
-    return ObjectMeta(ObjectType.PACKED, size, pack_id, bool(compressed), offset, length)
+    return new_meta(ObjectType.PACKED, size, pack_id, bool(compressed), offset, length)
 
 
 def _rounds(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -106,7 +106,7 @@ def iter_objects(
             elif loose is not None:
                 h, pinned, size = loose
                 if pinned is None:
-                    yield [(h, None, ObjectMeta(ObjectType.LOOSE, size))]
+                    yield [(h, None, new_meta(ObjectType.LOOSE, size))]
                 else:
                     reader = loose_reader(h, pinned, size)
                     yield [(h, reader, reader.meta)]  # one open descriptor at a time

@@ -4,6 +4,7 @@ do, so code written for disk-objectstore keeps working."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, cast
@@ -83,25 +84,105 @@ class _DictLike:
         return {k: getattr(self, k) for k in self.keys()}
 
 
-@dataclass(slots=True)
-class ObjectMeta(_DictLike):
-    """Where and how an object is stored. Not frozen: a frozen dataclass's __init__ costs 4x
-    (one object.__setattr__ per field), measurable in bulk reads of small objects; so every
-    caller gets its own instance (no shared constants handed out)."""
-
-    type: ObjectType
-    size: int | None
-    pack_id: int | None = None
-    pack_compressed: bool | None = None
-    pack_offset: int | None = None
-    pack_length: int | None = None
+_META_FIELDS = ("type", "size", "pack_id", "pack_compressed", "pack_offset", "pack_length")
 
 
-MISSING_META = ObjectMeta(ObjectType.MISSING, None)  # for comparisons; never handed out
+class ObjectMeta(tuple[Any, ...]):
+    """Where and how an object is stored: immutable, and dict-like as disk-objectstore's meta
+    dicts are (``meta["type"]``, ``.get``, ``.keys``, ``in``, ``dict(meta)``).
+
+    A tuple rather than a frozen dataclass: bulk reads build one per object, and a frozen
+    dataclass's ``__init__`` (an ``object.__setattr__`` per field) cost 1.4 µs against 0.2 µs,
+    a quarter of ``get_objects_stream_and_meta`` over small objects. Built in the hot paths with
+    ``new_meta`` (no keyword handling)."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        type: ObjectType,  # noqa: A002 - disk-objectstore's key
+        size: int | None,
+        pack_id: int | None = None,
+        pack_compressed: bool | None = None,
+        pack_offset: int | None = None,
+        pack_length: int | None = None,
+    ) -> ObjectMeta:
+        return tuple.__new__(cls, (type, size, pack_id, pack_compressed, pack_offset, pack_length))
+
+    @property
+    def type(self) -> ObjectType:
+        return cast(ObjectType, tuple.__getitem__(self, 0))
+
+    @property
+    def size(self) -> int | None:
+        return cast("int | None", tuple.__getitem__(self, 1))
+
+    @property
+    def pack_id(self) -> int | None:
+        return cast("int | None", tuple.__getitem__(self, 2))
+
+    @property
+    def pack_compressed(self) -> bool | None:
+        return cast("bool | None", tuple.__getitem__(self, 3))
+
+    @property
+    def pack_offset(self) -> int | None:
+        return cast("int | None", tuple.__getitem__(self, 4))
+
+    @property
+    def pack_length(self) -> int | None:
+        return cast("int | None", tuple.__getitem__(self, 5))
+
+    def __getitem__(self, key: str) -> Any:  # type: ignore[override]
+        try:
+            return tuple.__getitem__(self, _META_FIELDS.index(key))
+        except ValueError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in _META_FIELDS else default
+
+    def keys(self) -> list[str]:
+        return list(_META_FIELDS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _META_FIELDS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_META_FIELDS)  # like a dict: the keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(zip(_META_FIELDS, tuple.__iter__(self), strict=True))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in zip(_META_FIELDS, tuple.__iter__(self),
+                                                       strict=True))
+        return f"ObjectMeta({inner})"
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(tuple.__iter__(self))
+
+
+def new_meta(
+    kind: ObjectType,
+    size: int | None,
+    pack_id: int | None = None,
+    compressed: bool | None = None,
+    offset: int | None = None,
+    length: int | None = None,
+) -> ObjectMeta:
+    """ObjectMeta without the keyword machinery of its constructor (hot paths)."""
+    return _tuple_new(ObjectMeta, (kind, size, pack_id, compressed, offset, length))
+
+
+_tuple_new = tuple.__new__
+
+
+MISSING_META = ObjectMeta(ObjectType.MISSING, None)  # immutable: may be shared
 
 
 def missing_meta() -> ObjectMeta:
-    return ObjectMeta(ObjectType.MISSING, None)
+    return MISSING_META
 
 
 @dataclass(frozen=True, slots=True)

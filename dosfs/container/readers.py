@@ -30,7 +30,7 @@ from typing import Any
 from dosfs.container.config import new_hasher
 from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
-from dosfs.container.meta import ObjectMeta, ObjectType
+from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackSource
 
 #: compressed bytes read from the pack at a time when decompressing
@@ -44,7 +44,7 @@ MIN_CHECKPOINT_INTERVAL = 1024 * 1024
 
 def packed_meta(row: Sequence[int]) -> ObjectMeta:
     """Meta of a packed object from (compressed, size, offset, length, pack_id, ...)."""
-    return ObjectMeta(ObjectType.PACKED, row[1], row[4], bool(row[0]), row[2], row[3])
+    return new_meta(ObjectType.PACKED, row[1], row[4], bool(row[0]), row[2], row[3])
 
 
 class ObjectReader:
@@ -342,7 +342,7 @@ def reader_for(hashkey: str, source: PackSource, row: Sequence[int]) -> ObjectRe
 
 
 def loose_reader(hashkey: str, source: PackSource, size: int) -> RawReader:
-    return RawReader(hashkey, source, 0, size, ObjectMeta(ObjectType.LOOSE, size))
+    return RawReader(hashkey, source, 0, size, new_meta(ObjectType.LOOSE, size))
 
 
 class ObjectStream(io.RawIOBase):

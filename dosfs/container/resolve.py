@@ -20,7 +20,7 @@ from dosfs.container.config import Layout
 from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject, NotExistent
 from dosfs.container.index import FullRow, Index, LookupRow
-from dosfs.container.meta import ObjectMeta, ObjectType
+from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackCache, PackSource, PinnedFile
 from dosfs.container.readers import (
     ObjectReader,
@@ -178,7 +178,7 @@ class Resolver:
     def meta(self, hashkey: str) -> ObjectMeta:
         size, row, _source = self.resolve(hashkey, _stat_size, with_source=False)
         if size is not None:
-            return ObjectMeta(ObjectType.LOOSE, size)
+            return new_meta(ObjectType.LOOSE, size)
         if row is None:  # pragma: no cover - resolve never does this
             raise CorruptObject(hashkey, "resolved to nothing")
         return packed_meta(row)
