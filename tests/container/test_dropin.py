@@ -255,6 +255,14 @@ def test_object_type_and_meta_compare_like_disk_objectstores(container: Containe
     assert ObjectType.LOOSE == DosObjectType.LOOSE
     container.pack_all_loose(compress=DosCompressMode.YES)
     container.repack(compress_mode=DosCompressMode.KEEP)
+    # dict-like as disk-objectstore's meta dicts, but immutable (a shared one cannot be changed)
+    assert set(meta.keys()) == set(meta) == {"type", "size", "pack_id", "pack_compressed",
+                                             "pack_offset", "pack_length"}
+    assert dict(meta)["size"] == 4 and meta.get("nope", 7) == 7 and "size" in meta
+    with pytest.raises(AttributeError):
+        meta.size = 5  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        meta["nope"]
 
 
 def test_bulk_reads_yield_each_key_once_across_rounds(
