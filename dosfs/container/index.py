@@ -6,6 +6,8 @@ Why it looks like this:
   `sqlite3` connections, because the hot path (one lookup) must cost a few microseconds.
 - One read connection per thread, in autocommit mode (no implicit BEGIN), so every SELECT is its
   own short read transaction: a reader never pins an old snapshot and the WAL can checkpoint.
+  The one exception is `entry_recent` (a server's lookups): a second connection holds a read
+  transaction for at most a given age (half the cost per lookup), ended by `release_snapshot`.
   Scans are keyset-paginated (`WHERE hashkey > ? ORDER BY hashkey LIMIT n`) for the same reason.
 - Lookups return a *stamp*: `data_version` of the same snapshot + (connection serial << 32);
   a `data_version` means something only on its own connection (a fresh one restarts the
@@ -29,11 +31,24 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dosfs.container.db import checkpoint, connect, create_schema, write_transaction
 from dosfs.container.errors import InvalidContainer
+from dosfs.container.index_scans import IndexScans
+from dosfs.container.index_sql import (
+    _ROW_COLS,
+    SQL_BY_ID,
+    SQL_ENTRY,
+    SQL_INSERT,
+    SQL_LOOKUP,
+    SQL_STAMP,
+    FullRow,
+    IdRow,
+    LookupRow,
+    PackRow,
+)
 
 log = logging.getLogger("dosfs.container")
 
@@ -43,36 +58,8 @@ IN_CHUNK = 900
 SCAN_RATIO = 3
 SCAN_MIN_KEYS = 2000
 SCAN_MAX_ROWS = 2_000_000
-#: rows per page of a keyset-paginated scan
-PAGE = 2000
 #: the smallest usable wal-index (-shm) file
 SHM_MIN_SIZE = 32 * 1024
-
-_ROW_COLS = "compressed, size, offset, length, pack_id"
-SQL_LOOKUP = (
-    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ?, id "
-    "FROM db_object WHERE hashkey = ?"
-)
-SQL_BY_ID = (
-    f"SELECT {_ROW_COLS}, (SELECT data_version FROM pragma_data_version) + ?, id, hashkey "
-    "FROM db_object WHERE id = ?"
-)
-SQL_STAMP = "SELECT data_version + ? FROM pragma_data_version"
-#: what a lookup of the mount needs: no stamp (nothing is read), so no pragma subquery (3 µs)
-SQL_ENTRY = "SELECT id, size FROM db_object WHERE hashkey = ?"
-SQL_INSERT = (
-    "INSERT OR IGNORE INTO db_object (hashkey, compressed, size, offset, length, pack_id) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-
-#: (compressed, size, offset, length, pack_id, stamp, id) as `lookup` returns it
-LookupRow = tuple[int, int, int, int, int, int, int]
-#: a LookupRow and the hashkey, as `by_id` returns it
-IdRow = tuple[int, int, int, int, int, int, int, str]
-#: (hashkey, compressed, size, offset, length, pack_id)
-FullRow = tuple[str, int, int, int, int, int]
-#: (id, hashkey, compressed, size, offset, length) of one pack, as `iter_pack_rows` yields it
-PackRow = tuple[int, str, int, int, int, int]
 
 _SERIALS = itertools.count(1)
 #: connections inherited across a fork: never used again, and never closed either (closing a
@@ -110,7 +97,7 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class Index:
+class Index(IndexScans):
     """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
 
     def __init__(self, path: str, cache_kib: int = 8192) -> None:
@@ -362,100 +349,6 @@ class Index:
             present.update(r[0] for r in conn.execute(sql, chunk))
         return present
 
-    # -- scans (keyset-paginated: short read transactions, flat memory) ------------------------
-    def iter_hashkeys(
-        self, after: str | None = None, below: str | None = None, page: int = PAGE
-    ) -> Iterator[str]:
-        """Packed keys in ascending order with after < key < below."""
-        cursor = after if after is not None else ""
-        while True:
-            conn = self.conn()
-            if below is None:
-                rows = conn.execute(
-                    "SELECT hashkey FROM db_object WHERE hashkey > ? ORDER BY hashkey LIMIT ?",
-                    (cursor, page),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT hashkey FROM db_object WHERE hashkey > ? AND hashkey < ? "
-                    "ORDER BY hashkey LIMIT ?",
-                    (cursor, below, page),
-                ).fetchall()
-            for (h,) in rows:
-                yield h
-            if len(rows) < page:
-                return
-            cursor = rows[-1][0]
-
-    def iter_sized(
-        self, after: str | None = None, below: str | None = None, page: int = PAGE
-    ) -> Iterator[tuple[str, int, int]]:
-        """(hashkey, size, id) of packed objects in key order with after < key < below: a
-        listing with what `ls -l` needs, one keyset page per short read transaction."""
-        cursor = after if after is not None else ""
-        sql = "SELECT hashkey, size, id FROM db_object WHERE hashkey > ? "
-        if below is not None:
-            sql += "AND hashkey < ? "
-        sql += "ORDER BY hashkey LIMIT ?"
-        while True:
-            params = (cursor, page) if below is None else (cursor, below, page)
-            rows: list[tuple[str, int, int]] = self.conn().execute(sql, params).fetchall()
-            yield from rows
-            if len(rows) < page:
-                return
-            cursor = rows[-1][0]
-
-    def with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        """Up to `limit` packed keys that start with `prefix` (lowercase hex)."""
-        rows = self.conn().execute(
-            "SELECT hashkey FROM db_object WHERE hashkey >= ? AND hashkey < ? "
-            "ORDER BY hashkey LIMIT ?",
-            (prefix, prefix + "g", limit),
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def iter_pack_rows(self, pack_id: int, page: int = PAGE) -> Iterator[PackRow]:
-        """(id, hashkey, compressed, size, offset, length) of one pack in offset order.
-
-        There is no index on (pack_id, offset), so the rows are first copied (one statement,
-        sorted by SQLite's external sorter) into a TEMP table of this connection; the main
-        database is then no longer read, so no long read transaction pins the WAL."""
-        conn = self._scan_conn()
-        try:
-            conn.execute("DROP TABLE IF EXISTS temp.scan")
-            conn.execute(
-                "CREATE TEMP TABLE scan AS SELECT id, hashkey, compressed, size, offset, length "
-                "FROM main.db_object WHERE pack_id = ? ORDER BY offset, id",
-                (pack_id,),
-            )
-            last = 0
-            while True:
-                rows = conn.execute(
-                    "SELECT rowid, id, hashkey, compressed, size, offset, length FROM temp.scan "
-                    "WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (last, page),
-                ).fetchall()
-                for row in rows:
-                    yield row[1:]
-                if len(rows) < page:
-                    return
-                last = rows[-1][0]
-        finally:
-            try:
-                conn.execute("DROP TABLE IF EXISTS temp.scan")
-            finally:
-                conn.close()
-
-    def _scan_conn(self) -> sqlite3.Connection:
-        self._ensure()
-        conn = connect(self.path)
-        conn.execute("PRAGMA temp_store = FILE")
-        return conn
-
-    def pack_in_use(self, pack_id: int) -> bool:
-        sql = "SELECT 1 FROM db_object WHERE pack_id = ? LIMIT 1"
-        return self.conn().execute(sql, (pack_id,)).fetchone() is not None
-
     # -- aggregates --------------------------------------------------------------------------
     def count(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM db_object").fetchone()[0])
@@ -527,3 +420,6 @@ class Index:
             checkpoint(conn)
         finally:
             conn.close()
+
+
+__all__ = ["FullRow", "IdRow", "Index", "LookupRow", "PackRow"]
