@@ -24,15 +24,16 @@ if TYPE_CHECKING:  # figures.py imports this module to register it
     from benchlib.figures import Ctx
 
 SCRIPTS = Path(__file__).resolve().parent.parent
-META_KEYS = ["meta.stat", "meta.open_read_close", "meta.ls_small", "meta.ls_large",
-             "meta.rss_large"]
+META_KEYS = ["meta.stat", "meta.open_read_close", "meta.open_read_close_flush", "meta.ls_small",
+             "meta.ls_large", "meta.rss_large"]
 
 
 class MinimalMount:
     """benchlib.minimalfs in a child process; unmounts on exit."""
 
-    def __init__(self, container: Path, mountpoint: Path, log: Path) -> None:
+    def __init__(self, container: Path, mountpoint: Path, log: Path, flush: bool = False) -> None:
         self.container, self.mountpoint, self.log = container, mountpoint, log
+        self.flush = flush
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> MinimalMount:
@@ -41,7 +42,8 @@ class MinimalMount:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "benchlib.minimalfs", str(self.container),
-                 str(self.mountpoint)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 str(self.mountpoint)] + (["--flush"] if self.flush else []),
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 600  # loading 10^6 entries takes a while
         while not mounted(self.mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -93,31 +95,33 @@ def bench_meta(ctx: Ctx) -> list[Figure]:
                       "count": s.meta_small_objects})["info"]["hashkeys"]
     repeats = c.repeats
     want = c.want
-    if want("meta.stat", "meta.open_read_close"):
+    per_run = max(1, min(per_run, len(names) // (3 * repeats)))  # fresh names for every run
+    if want("meta.stat", "meta.open_read_close", "meta.open_read_close_flush"):
         with Mount(small, base / "mp-dosfs", base / "dosfs.log") as dm, \
-                MinimalMount(small, base / "mp-min", base / "min.log") as mm:
-            for key, task, what in (("meta.stat", "stat_list", "stat"),
-                                    ("meta.open_read_close", "open_read_list", "open+read+close")):
+                MinimalMount(small, base / "mp-min", base / "min.log") as mm, \
+                MinimalMount(small, base / "mp-minf", base / "minf.log", flush=True) as mf:
+            for k, (key, task, what, ref, ref_name) in enumerate((
+                    ("meta.stat", "stat_list", "stat", mm, "minimal pyfuse3 FS"),
+                    ("meta.open_read_close", "open_read_list", "open+read+close", mm,
+                     "minimal pyfuse3 FS"),
+                    ("meta.open_read_close_flush", "open_read_list", "open+read+close", mf,
+                     "minimal pyfuse3 FS answering FLUSH"))):
                 if not want(key):
                     continue
                 runs: dict[str, list[float]] = {"d": [], "m": []}
                 for r in range(repeats):
-                    offset = (r + (repeats if task != "stat_list" else 0)) * per_run
+                    offset = (r + k * repeats) * per_run  # names no mount has looked up
                     picked = names[offset : offset + per_run]
-                    order = [("d", dm.mountpoint), ("m", mm.mountpoint)]
+                    order = [("d", dm.mountpoint), ("m", ref.mountpoint)]
                     for side, point in (order if r % 2 else order[::-1]):
                         paths = [str(point / "by-hash" / h) for h in picked]
                         runs[side].append(_per_object(c, task, paths, base / "list"))
                 figs.append(Figure(
                     key, f"{what} of 1 KiB packed objects not yet looked up", "µs/object",
-                    Side("dosfs mount", runs["d"], per_run),
-                    Side("minimal pyfuse3 FS", runs["m"], per_run),
+                    Side("dosfs mount", runs["d"], per_run, peak_rss_mib=dm.memory()["VmHWM"]),
+                    Side(ref_name, runs["m"], per_run, peak_rss_mib=ref.memory()["VmHWM"]),
                     target=0.8, target_text="≤ 1.25× its cost (≥ 0.8×)",
                     params={"objects": s.meta_small_objects, "per_run": per_run}))
-            for fig in figs:
-                if fig.a is not None and fig.b is not None:
-                    fig.a.peak_rss_mib = dm.memory()["VmHWM"]
-                    fig.b.peak_rss_mib = mm.memory()["VmHWM"]
     for key, count, folder, runs_wanted in (
         ("meta.ls_small", s.meta_small_objects, small, repeats),
         ("meta.ls_large", s.meta_large_objects, base / "large", repeats),

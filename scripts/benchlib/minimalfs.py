@@ -4,7 +4,8 @@ metadata figures (the ceiling of any pyfuse3 design on this machine).
 Every object is resolved into a dict at start (memory grows with the container: this is what
 dosfs must not do), reads are one os.pread inline (no verification), timeouts are long,
 keep_cache is on, readdir returns attributes. Run: python -m benchlib.minimalfs CONTAINER MNT
-(foreground; SIGTERM/SIGINT unmount).
+(foreground; SIGTERM/SIGINT unmount). With --flush it also answers FLUSH (a no-op): the
+kernel then sends one on every close, as it must to any FS that commits writes at close().
 """
 
 from __future__ import annotations
@@ -110,9 +111,16 @@ class MinimalFS(pyfuse3.Operations):
         return os.pread(fd, max(0, min(size, full - off)), offset + off)
 
 
+class MinimalFlushFS(MinimalFS):
+    """Without `flush`, pyfuse3 answers ENOSYS once and the kernel stops sending FLUSH."""
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+
 def main() -> None:
     folder, mountpoint = sys.argv[1], sys.argv[2]
-    fs = MinimalFS(folder)
+    fs = MinimalFlushFS(folder) if "--flush" in sys.argv[3:] else MinimalFS(folder)
     pyfuse3.init(fs, mountpoint, {"fsname=minimalfs", "ro", "default_permissions"})
 
     async def run() -> None:

@@ -53,8 +53,8 @@ class Sizes:
                 continue
             changes[f.name] = max(floors.get(f.name, 20), int(value * factor))
         scaled = dataclasses.replace(self, **changes)
-        if scaled.meta_per_run * 6 > scaled.meta_small_objects:
-            per_run = max(1, scaled.meta_small_objects // 6)
+        if scaled.meta_per_run * 9 > scaled.meta_small_objects:  # 3 figures x 3 runs
+            per_run = max(1, scaled.meta_small_objects // 9)
             scaled = dataclasses.replace(scaled, meta_per_run=per_run)
         if scaled.daemon_large_index <= scaled.daemon_small_index:
             scaled = dataclasses.replace(scaled, daemon_large_index=scaled.daemon_small_index * 10)
