@@ -26,7 +26,8 @@ MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_
          "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
          "mount.daemon_rss"]
 DAEMON = ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"]
-META = ["meta.stat", "meta.open_read_close", "meta.open_read_close_flush", "meta.ls_small", "meta.ls_large", "meta.rss_large"]
+META = ["meta.stat", "meta.open_read_close", "meta.open_read_close_flush", "meta.ls_small",
+        "meta.ls_large", "meta.rss_large"]
 BACKUP = ["backup.first", "backup.incremental"]
 
 
