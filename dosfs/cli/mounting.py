@@ -128,7 +128,8 @@ Example:
 """
 
 
-@click.command(help=VIEWS_HELP)
+@click.command(help=VIEWS_HELP,
+               short_help="The nodes/ views of an AiiDA profile (mount --aiida-db).")
 def views() -> None:
     """Describe the nodes/ views of an AiiDA profile (mount with --aiida-db)."""
     click.echo(click.get_current_context().get_help())
