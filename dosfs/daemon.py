@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from dosfs.mount import (
 
 if TYPE_CHECKING:
     from dosfs.fs.operations import Operations
+    from dosfs.views.sources import Source
 
 log = logging.getLogger("dosfs.mount")
 
@@ -140,6 +142,7 @@ def serve(
         check_fuse()
         mp = check_mountpoint(mountpoint)
         engine = open_container(container)
+        views = _open_views(opts.aiida_db)
     except MountError as exc:
         reporter.error(str(exc))
         raise
@@ -164,6 +167,7 @@ def serve(
         max_inodes=opts.max_inodes,
         workers=opts.workers,
         invalidate_entry=_invalidate_entry,
+        views=views,
     )
     fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
@@ -201,6 +205,18 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("unmounted %s", mp)
+
+
+def _open_views(spec: str | None) -> Source | None:
+    """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong."""
+    if spec is None:
+        return None
+    from dosfs.views.sources import open_source
+
+    try:
+        return open_source(spec)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise MountError(f"cannot open the AiiDA database {spec}: {exc}") from None
 
 
 def _invalidate_entry(parent_inode: int, name: bytes) -> None:

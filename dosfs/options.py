@@ -30,6 +30,8 @@ OPTIONS_HELP = "; ".join([
     "readahead_kb=N: kernel readahead (0: the kernel default)",
     "workers=N: worker threads",
     "fsname=NAME: the source shown in the mount table",
+    "aiida_db=PATH: an AiiDA profile's database.sqlite: its nodes' files under nodes/ "
+    "(also --aiida-db; see dosfs views)",
     "ignored: defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, dev, "
     "exec, atime, relatime, async, x-systemd.*, x-*, comment=",
 ])
@@ -59,6 +61,7 @@ class MountOptions:
     gid: int | None = None
     umask: int = 0
     kernel_flags: list[str] = field(default_factory=list)
+    aiida_db: str | None = None
 
     def to_args(self) -> str:
         """The same options as one ``-o`` string (handed to the daemon process)."""
@@ -78,6 +81,8 @@ class MountOptions:
         parts += self.kernel_flags
         if self.fsname:
             parts.append(f"fsname={self.fsname}")
+        if self.aiida_db:
+            parts.append(f"aiida_db={self.aiida_db}")
         return ",".join(parts)
 
 
@@ -129,6 +134,10 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                 if arg not in ("on", "off"):
                     raise MountError(f"mount option verify must be on or off, got {arg!r}")
                 opts.verify = arg == "on"
+            elif key == "aiida_db":
+                if not arg or "," in arg:
+                    raise MountError("mount option aiida_db needs a path without commas")
+                opts.aiida_db = arg
             elif key == "fsname":
                 if not arg or "," in arg:
                     raise MountError("mount option fsname needs a name without commas")

@@ -13,7 +13,7 @@ from dosfs.cli.frame import CONTAINER_ENV, emit_json
 
 
 def register(main: click.Group) -> None:
-    for command in (mount, umount, stats):
+    for command in (mount, umount, stats, views):
         main.add_command(command)
 
 
@@ -31,12 +31,15 @@ def _options_help() -> str:
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] MOUNTPOINT")
 @click.option("-o", "options", multiple=True, metavar="OPTS",
               help="Comma-separated mount options: " + "see below.")
+@click.option("--aiida-db", "aiida_db", metavar="PATH",
+              help="An AiiDA profile's database.sqlite: browse its nodes' files under nodes/ "
+              "(see `dosfs views`).")
 @click.option("-f", "--foreground", is_flag=True, help="Stay attached (systemd, debugging).")
 @click.option("-n", "--no-mtab", "no_mtab", is_flag=True, hidden=True)  # mount(8) may pass it
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
 def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
-          foreground: bool, no_mtab: bool, ready_fd: int | None) -> None:
+          aiida_db: str | None, foreground: bool, no_mtab: bool, ready_fd: int | None) -> None:
     """Mount CONTAINER at MOUNTPOINT; returns once the mount is ready (the daemon runs on in
     the background, or attached with --foreground)."""
     from dosfs import mount as lifecycle
@@ -53,6 +56,10 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
     log_file = ctx.obj.get("log_file") if ctx.obj else None
     try:
         opts = lifecycle.parse_options(options)
+        if aiida_db:
+            if "," in aiida_db:
+                raise lifecycle.MountError("--aiida-db needs a path without commas")
+            opts.aiida_db = str(Path(aiida_db).absolute())
         lifecycle.mount(container, mountpoint, opts, foreground=foreground, debug=debug,
                         log_file=log_file, ready_fd=ready_fd)
     except lifecycle.MountError as exc:
@@ -100,3 +107,29 @@ def stats(mountpoint: Path, as_json: bool, watch: float | None) -> None:
         if watch is None:
             return
         time.sleep(watch)
+
+
+VIEWS_HELP = """\b
+MOUNTPOINT/nodes/ (with --aiida-db PATH, an AiiDA profile's database.sqlite):
+  nodes/by-pk/<pk>/...        a node's files and folders, by their names
+  nodes/by-uuid/<uuid>/...    the same by uuid; a unique prefix of >= 8 characters
+                              is a symlink to the full uuid
+\b
+Files are read-only and are their by-hash/ objects (same bytes, verification, page
+cache; xattr user.dosfs.hash). A node's folder has the xattrs user.dosfs.pk, .uuid,
+.node_type and .label. The database is opened read-only (AiiDA keeps storing and
+packing); a new node appears at once, a deleted one is gone within 1 s. Errors: an
+unknown pk, uuid or name, or an ambiguous prefix: ENOENT; any write: EROFS (EACCES).
+\b
+Example:
+  dosfs mount ~/.aiida/repository/PROFILE/container /mnt/objs \\
+      --aiida-db ~/.aiida/repository/PROFILE/database.sqlite
+  ls /mnt/objs/nodes/by-pk/1234/
+"""
+
+
+@click.command(help=VIEWS_HELP,
+               short_help="The nodes/ views of an AiiDA profile (mount --aiida-db).")
+def views() -> None:
+    """Describe the nodes/ views of an AiiDA profile (mount with --aiida-db)."""
+    click.echo(click.get_current_context().get_help())

@@ -57,7 +57,7 @@ SNAPSHOT_IDLE = 0.1
 MAX_VERDICTS = 16_384
 #: xattr names served for objects (``user.dosfs.<key>``).
 XATTR_PREFIX = b"user.dosfs."
-XATTR_ALWAYS = ("type", "size")
+XATTR_ALWAYS = ("hash", "type", "size")
 XATTR_PACKED = ("pack_id", "pack_offset", "pack_length", "compressed")
 
 
@@ -368,6 +368,8 @@ class ByHash:
         return self._packed(node)[0] if isinstance(node, PackedRef) else node.hashkey
 
     def getxattr(self, node: ObjectNode | PackedRef, key: str) -> bytes:
+        if key == "hash":
+            return self._hashkey(node).encode()
         meta = self.engine.get_object_meta(self._hashkey(node))
         kind = str(meta.type.value)
         if key == "type":

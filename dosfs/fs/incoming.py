@@ -37,7 +37,7 @@ from dosfs.fs.engine import EngineLike, ObjectReaderLike
 from dosfs.fs.errors import fuse_error
 from dosfs.fs.handles import TreeDirHandle, WriteHandle
 from dosfs.fs.incoming_file import FileState, IncomingFile
-from dosfs.fs.inodes import FixedDir, InodeTable, Node
+from dosfs.fs.inodes import FixedDir, InodeTable, Node, ViewNode
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 from dosfs.fs.tree import (
@@ -93,7 +93,7 @@ class Incoming:
 
     def writable_dir(self, node: Node) -> DirNode:
         """The directory a create/mkdir/unlink/rename touches, or the right errno."""
-        if self.read_only or isinstance(node, FixedDir):
+        if self.read_only or isinstance(node, FixedDir | ViewNode):
             raise fuse_error(errno.EROFS)
         if not isinstance(node, DirNode):
             raise fuse_error(errno.ENOTDIR)

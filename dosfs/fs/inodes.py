@@ -29,12 +29,21 @@ from dosfs.fs.limits import DEFAULT_MAX_INODES
 ROOT_INODE = pyfuse3.ROOT_INODE  # 1
 BY_HASH_INODE = ROOT_INODE + 1
 INCOMING_INODE = ROOT_INODE + 2
+NODES_INODE = ROOT_INODE + 3  # nodes/ (views by name, with --aiida-db)
+BY_PK_INODE = ROOT_INODE + 4
+BY_UUID_INODE = ROOT_INODE + 5
 FIRST_DYNAMIC_INODE = ROOT_INODE + 16
 
 BY_HASH_NAME = b"by-hash"
 INCOMING_NAME = b"incoming"
 
 PACKED_BIT = 1 << 63
+#: computed numbers of node folders (nodes/by-pk/<pk>, nodes/by-uuid/<uuid>): bit 62, bit 61
+#: for by-uuid, 20 bits of the uuid (a pk reused after a delete is another inode), 40 of the pk
+VIEW_BIT = 1 << 62
+VIEW_UUID_BIT = 1 << 61
+VIEW_PK_BITS = 40
+VIEW_UUID_BITS = 20
 ID_BITS = 34
 HASH_BITS = 29
 _ID_MASK = (1 << ID_BITS) - 1
@@ -106,6 +115,42 @@ class ShortLink(Node):
     def __init__(self, target: bytes) -> None:
         super().__init__()
         self.target = target
+
+
+class ViewNode(Node):
+    """Something under nodes/ (read-only: writes there are EROFS)."""
+
+    __slots__ = ()
+
+
+def uuid_bits(uuid: str) -> int:
+    """The 20 bits of a node's uuid that go into its folder's computed number."""
+    return int(uuid.replace("-", "")[:5], 16)
+
+
+def node_dir_ino(pk: int, uuid: str, via_uuid: bool) -> int | None:
+    """The computed number of a node's folder (None when the pk does not fit)."""
+    if pk < 0 or pk >> VIEW_PK_BITS:
+        return None
+    kind = VIEW_UUID_BIT if via_uuid else 0
+    return VIEW_BIT | kind | (uuid_bits(uuid) << VIEW_PK_BITS) | pk
+
+
+class NodeDirRef(ViewNode):
+    """A node's folder by its computed number (made on demand, never stored)."""
+
+    __slots__ = ("pk", "bits", "via_uuid")
+
+    def __init__(self, ino: int) -> None:
+        super().__init__()
+        self.ino = ino
+        self.pk = ino & ((1 << VIEW_PK_BITS) - 1)
+        self.bits = (ino >> VIEW_PK_BITS) & ((1 << VIEW_UUID_BITS) - 1)
+        self.via_uuid = bool(ino & VIEW_UUID_BIT)
+
+    def names(self, uuid: str) -> bool:
+        """Whether the node found for this pk is the one the number stood for."""
+        return uuid_bits(uuid) == self.bits
 
 
 class FixedDir(Node):
@@ -182,6 +227,8 @@ class InodeTable:
         except KeyError:
             if ino & PACKED_BIT:
                 return PackedRef(ino)
+            if ino & VIEW_BIT:
+                return NodeDirRef(ino)
             # A number the kernel holds but we do not: an untracked listing entry (the kernel
             # revalidates those by name first) or a bug. ESTALE makes the kernel look up again.
             raise pyfuse3.FUSEError(errno.ESTALE) from None

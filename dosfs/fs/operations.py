@@ -46,9 +46,11 @@ from dosfs.fs.inodes import (
     ShortLink,
 )
 from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES, NAME_MAX
+from dosfs.fs.nodes import NODES_NAME, Nodes, NodesDirHandle
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 from dosfs.fs.tree import DirNode, LinkNode, TreeNode, check_name
+from dosfs.views.sources import Source
 
 log = logging.getLogger("dosfs.fs")
 
@@ -93,6 +95,7 @@ class Operations(pyfuse3.Operations):
         umask: int = 0,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
         thread_init: Callable[[], None] | None = None,
+        views: Source | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -121,8 +124,12 @@ class Operations(pyfuse3.Operations):
         for node in (self.root, self.by_hash_dir, self.incoming):
             self.table.add_fixed(node)
         self.tree = self.inc.tree
+        #: nodes/ (an AiiDA profile's files by node) when a database is given
+        self.views = None if views is None else Nodes(
+            views, self.by_hash, self.table, self.attrs, self.offload)
         self.files: HandleTable[ReadHandle | WriteHandle] = HandleTable()
-        self.dirs: HandleTable[HashDirHandle | TreeDirHandle | RootDirHandle] = HandleTable()
+        self.dirs: HandleTable[HashDirHandle | TreeDirHandle | RootDirHandle | NodesDirHandle] = (
+            HandleTable())
         self._statfs: tuple[float, pyfuse3.StatvfsData] | None = None
 
     # ------------------------------------------------------------------ attributes
@@ -134,6 +141,8 @@ class Operations(pyfuse3.Operations):
             return self.by_hash.packed_attrs(node)
         if isinstance(node, ShortLink):
             return self.by_hash.short_attrs(node)
+        if self.views is not None and self.views.owns(node):
+            return self.views.attrs_of(node)
         if isinstance(node, FixedDir):
             if node is self.root:
                 return self.attrs.directory(node.ino, 0o555, 4, FIXED_TIMEOUT)
@@ -156,18 +165,23 @@ class Operations(pyfuse3.Operations):
         if parent_inode == BY_HASH_INODE and name != b"." and name != b"..":
             return self.by_hash.lookup(name)  # the hot path: one index round trip
         parent = self.table.get(parent_inode)
+        views = self.views
+        if views is not None and name != b"." and views.owns(parent) and not (
+                name == b".." and parent is views.nodes_dir):
+            return await views.lookup(parent, name)
         node: Node | None
         if name == b".":
             node = parent
         elif name == b"..":
             if isinstance(parent, TreeNode) and parent.parent is not None:
                 node = parent.parent
-            elif parent is self.by_hash_dir or parent is self.incoming:
+            elif isinstance(parent, FixedDir):  # by-hash/, incoming/, nodes/
                 node = self.root
             else:
                 node = parent
         elif parent is self.root:
-            node = {BY_HASH_NAME: self.by_hash_dir, INCOMING_NAME: self.incoming}.get(name)
+            node = {BY_HASH_NAME: self.by_hash_dir, INCOMING_NAME: self.incoming,
+                    NODES_NAME: views.nodes_dir if views else None}.get(name)
         elif isinstance(parent, DirNode):
             node = await self.inc.child(parent, name)
         else:
@@ -353,6 +367,8 @@ class Operations(pyfuse3.Operations):
             return self.dirs.add(HashDirHandle())
         if isinstance(node, DirNode):
             return self.dirs.add(TreeDirHandle(node))
+        if self.views is not None and self.views.owns(node):
+            return self.dirs.add(self.views.opendir(node))
         raise fuse_error(errno.ENOTDIR)
 
     @boundary
@@ -362,11 +378,13 @@ class Operations(pyfuse3.Operations):
             await self.by_hash.readdir(handle, start_id, token)
         elif isinstance(handle, TreeDirHandle):
             self.inc.readdir(handle, start_id, token)
+        elif isinstance(handle, NodesDirHandle) and self.views is not None:
+            await self.views.readdir(handle, start_id, token)
         else:
             entries: tuple[tuple[bytes, Node], ...] = (
                 (BY_HASH_NAME, self.by_hash_dir),
                 (INCOMING_NAME, self.incoming),
-            )
+            ) + (() if self.views is None else ((NODES_NAME, self.views.nodes_dir),))
             for index in range(start_id, len(entries)):
                 name, node = entries[index]
                 if not _handles.readdir_reply(token, name, self._attrs(node), index + 1):
@@ -418,6 +436,9 @@ class Operations(pyfuse3.Operations):
         if inode == ROOT_INODE and name == STATS_XATTR:
             return self.stats.rendered()
         node = self.table.get(inode)
+        if self.views is not None and self.views.owns(node):
+            key = name[len(XATTR_PREFIX) :].decode("ascii", "replace")
+            return await self.views.getxattr(node, key)
         if not isinstance(node, ObjectNode | PackedRef):
             raise fuse_error(pyfuse3.ENOATTR)
         return self.by_hash.getxattr(node, name[len(XATTR_PREFIX) :].decode("ascii", "replace"))
@@ -427,6 +448,8 @@ class Operations(pyfuse3.Operations):
         if inode == ROOT_INODE:
             return [STATS_XATTR]
         node = self.table.get(inode)
+        if self.views is not None and self.views.owns(node):
+            return self.views.listxattr(node)
         if not isinstance(node, ObjectNode | PackedRef):
             return []
         return self.by_hash.listxattr(node)

@@ -344,8 +344,9 @@ async def test_xattrs(ops: Operations, engine: FakeEngine) -> None:
     assert await get(ino_p, b"user.dosfs.pack_offset", CTX) == b"1000"
     assert await get(ino_p, b"user.dosfs.pack_length", CTX) == b"60"
     assert await get(ino_p, b"user.dosfs.compressed", CTX) == b"1"
-    assert len(await ops.listxattr(ino_l, CTX)) == 2
-    assert len(await ops.listxattr(ino_p, CTX)) == 6
+    assert await get(ino_p, b"user.dosfs.hash", CTX) == packed.encode()
+    assert len(await ops.listxattr(ino_l, CTX)) == 3
+    assert len(await ops.listxattr(ino_p, CTX)) == 7
     engine.calls.clear()
     for name in (b"security.capability", b"security.selinux", b"system.posix_acl_access",
                  b"trusted.x"):

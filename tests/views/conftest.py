@@ -1,0 +1,86 @@
+"""A real AiiDA for the view tests: aiida-core in its own virtualenv (it pins click < 8.3, which
+dosfs's environment does not), installed once and reused (``.venv-aiida``, stamped), driven
+through tests/views/aiida_helper.py in subprocesses. Without network and outside CI the tests
+that need it are skipped with the reason; under CI they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fs.conftest import _sweep_leftover_mounts, fuse, mount  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parents[2]
+AIIDA_VENV = Path(os.environ.get("DOSFS_AIIDA_VENV", ROOT / ".venv-aiida"))
+AIIDA_SPEC = "aiida-core>=2.6,<3"
+HELPER = Path(__file__).with_name("aiida_helper.py")
+
+
+def ensure_aiida_venv() -> Path | None:
+    """The aiida venv's python, installing it when missing (idempotent); None if impossible."""
+    python = AIIDA_VENV / "bin" / "python"
+    stamp = AIIDA_VENV / ".dosfs-aiida-installed"
+    if stamp.is_file() and stamp.read_text() == AIIDA_SPEC:
+        return python
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(AIIDA_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        AIIDA_SPEC], check=True, timeout=900)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    stamp.write_text(AIIDA_SPEC)
+    return python
+
+
+@dataclass
+class Profile:
+    """An AiiDA profile made by aiida_helper.py: its container, database and nodes."""
+
+    home: Path
+    python: Path
+    container: Path
+    database: Path
+    nodes: list[dict[str, Any]]
+
+    def run(self, *args: str) -> dict[str, Any]:
+        env = {**os.environ, "AIIDA_PATH": str(self.home),
+               "PATH": f"{self.python.parent}:{os.environ['PATH']}"}
+        out = subprocess.run([str(self.python), str(HELPER), *args], check=True, env=env,
+                             capture_output=True, text=True, timeout=600).stdout
+        data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return data
+
+
+@pytest.fixture(scope="session")
+def aiida_python() -> Path:
+    python = ensure_aiida_venv()
+    if python is None:
+        if os.environ.get("CI"):
+            pytest.fail("could not install aiida-core into .venv-aiida")
+        pytest.skip("aiida-core could not be installed (no network?)")
+    return python
+
+
+@pytest.fixture
+def make_profile(aiida_python: Path, tmp_path: Path) -> Callable[[], Profile]:
+    def make() -> Profile:
+        home = tmp_path / "aiida"
+        home.mkdir()
+        profile = Profile(home, aiida_python, Path(), Path(), [])
+        data = profile.run("create")
+        profile.container = Path(data["container"])
+        profile.database = Path(data["database"])
+        profile.nodes = data["nodes"]
+        return profile
+
+    return make

@@ -1,0 +1,127 @@
+"""nodes/ through a real mount of a real AiiDA profile: names, bytes and xattrs equal what
+AiiDA returns; a node stored after mounting appears; packing while mounted changes nothing a
+reader sees; writes and unknown names get their errno."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.views.conftest import Profile
+
+
+def walk(folder: Path) -> dict[str, Any]:
+    """The tree under `folder` as the mount shows it: names -> sub-tree or content (hex)."""
+    out: dict[str, Any] = {}
+    for name in os.listdir(folder):
+        path = folder / name
+        out[name] = walk(path) if path.is_dir() else path.read_bytes().hex()
+    return out
+
+
+def files(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, entry in tree.items():
+        if isinstance(entry, dict):
+            out.update(files(entry, f"{prefix}{name}/"))
+        else:
+            out[prefix + name] = entry
+    return out
+
+
+def test_nodes_equal_aiida(mount: Any, make_profile: Any) -> None:
+    profile: Profile = make_profile()
+    m = mount(profile.container, f"aiida_db={profile.database}")
+    nodes = m.path / "nodes"
+    assert sorted(os.listdir(m.path)) == ["by-hash", "incoming", "nodes"]
+    assert sorted(os.listdir(nodes)) == ["by-pk", "by-uuid"]
+    listed = subprocess.run(["ls", nodes / "by-pk"], check=True, capture_output=True,
+                            text=True).stdout.split()
+    assert sorted(int(pk) for pk in listed) == sorted(n["pk"] for n in profile.nodes)
+    assert sorted(os.listdir(nodes / "by-uuid")) == sorted(n["uuid"] for n in profile.nodes)
+    kinds = {n["node_type"] for n in profile.nodes}
+    assert any("SinglefileData" in k for k in kinds) and any("CalcJobNode" in k for k in kinds)
+    for node in profile.nodes:
+        by_pk = nodes / "by-pk" / str(node["pk"])
+        assert walk(by_pk) == node["tree"], node["label"]
+        assert walk(nodes / "by-uuid" / node["uuid"]) == node["tree"]
+        short = nodes / "by-uuid" / node["uuid"][:8]
+        assert os.readlink(short) == node["uuid"]
+        assert walk(short) == node["tree"]
+        out = subprocess.run(["getfattr", "-d", by_pk], check=True, capture_output=True,
+                             text=True).stdout
+        assert f'user.dosfs.uuid="{node["uuid"]}"' in out
+        assert f'user.dosfs.node_type="{node["node_type"]}"' in out
+        assert f'user.dosfs.label="{node["label"]}"' in out
+        for rel, content in files(node["tree"]).items():
+            data = bytes.fromhex(content)
+            cat = subprocess.run(["cat", by_pk / rel], check=True, capture_output=True).stdout
+            assert cat == data
+            key = hashlib.sha256(data).hexdigest()
+            assert os.getxattr(by_pk / rel, "user.dosfs.hash") == key.encode()
+            assert os.stat(by_pk / rel).st_size == len(data)
+            # the same file as by-hash/: one inode, one page cache
+            assert os.stat(by_pk / rel).st_ino == os.stat(m.by_hash / key).st_ino
+    retrieved = next(n for n in profile.nodes if n["label"] == "retrieved")
+    assert (nodes / "by-pk" / str(retrieved["pk"]) / "aiida.out").read_bytes().startswith(b"result")
+
+
+def test_errnos(mount: Any, make_profile: Any) -> None:
+    profile: Profile = make_profile()
+    m = mount(profile.container, f"aiida_db={profile.database}")
+    nodes = m.path / "nodes"
+    node = next(n for n in profile.nodes if n["label"] == "folder")
+    folder = nodes / "by-pk" / str(node["pk"])
+    for missing in (nodes / "by-pk" / "999999", nodes / "by-pk" / f"0{node['pk']}",
+                    nodes / "by-pk" / "x", nodes / "by-uuid" / node["uuid"][:7],
+                    nodes / "by-uuid" / ("0" * 8), nodes / "by-uuid" / node["uuid"].upper(),
+                    folder / "nope", folder / "a.txt" / "x", nodes / "other"):
+        with pytest.raises(OSError) as info:
+            os.stat(missing)
+        assert info.value.errno in (errno.ENOENT, errno.ENOTDIR), missing
+    actions = (
+        lambda: os.open(folder / "a.txt", os.O_WRONLY),
+        lambda: os.open(folder / "new", os.O_CREAT | os.O_WRONLY),
+        lambda: os.mkdir(folder / "d"),
+        lambda: os.unlink(folder / "a.txt"),
+        lambda: os.rename(folder / "a.txt", folder / "b"),
+        lambda: os.mkdir(nodes / "by-pk" / "5555"),
+    )
+    for action in actions:
+        with pytest.raises(OSError) as info:
+            action()
+        assert info.value.errno in (errno.EROFS, errno.EACCES)
+
+
+def test_live_new_nodes_and_packing(mount: Any, make_profile: Any) -> None:
+    profile: Profile = make_profile()
+    m = mount(profile.container, f"aiida_db={profile.database}")
+    nodes = m.path / "nodes"
+    before = {n["pk"]: walk(nodes / "by-pk" / str(n["pk"])) for n in profile.nodes}
+    big = next(n for n in profile.nodes if n["label"] == "folder")
+    handle = open(nodes / "by-pk" / str(big["pk"]) / "big.bin", "rb")  # noqa: SIM115
+    try:
+        first = handle.read(1000)
+        late = profile.run("add")["nodes"][0]
+        # no remount, no waiting: the lookup asks the database
+        assert walk(nodes / "by-pk" / str(late["pk"])) == late["tree"]
+        assert str(late["pk"]) in os.listdir(nodes / "by-pk")
+        assert late["uuid"] in os.listdir(nodes / "by-uuid")
+        # AiiDA packs (verdi storage maintain --full) while the view is mounted and a file open
+        profile.run("maintain")
+        assert not any((profile.container / "loose").rglob("*/*")), "maintain packed nothing"
+        rest = handle.read()
+    finally:
+        handle.close()
+    assert first + rest == bytes.fromhex(big["tree"]["big.bin"])
+    for node in profile.nodes:
+        assert walk(nodes / "by-pk" / str(node["pk"])) == before[node["pk"]]
+    hello = next(n for n in profile.nodes if n["label"] == "single")
+    path = nodes / "by-pk" / str(hello["pk"]) / "hello.txt"
+    assert os.getxattr(path, "user.dosfs.type") == b"packed"
