@@ -8,7 +8,8 @@
   add             one more FolderData; prints it
   show PK...      those nodes as JSON
   maintain        verdi storage maintain --full (packs the loose objects)
-  many N          N small FolderData nodes (2 files, 1 subfolder each), stored in bulk
+  many N          N small FolderData nodes (2 files, 1 subfolder each)
+  dump DIR        every node's files copied into DIR/<pk> (what `verdi node repo dump` does)
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def main(argv: list[str]) -> None:
         from aiida.manage import get_manager
 
         get_manager().get_profile_storage().maintain(full=True, dry_run=False)
+    elif cmd == "dump":
+        from pathlib import Path
+
+        from aiida.orm import QueryBuilder
+
+        for (node,) in QueryBuilder().append(orm.Node).iterall():
+            node.base.repository.copy_tree(Path(argv[1]) / str(node.pk))
     elif cmd == "many":
         for i in range(int(argv[1])):
             _folder({"in.txt": f"input {i}\n".encode(), "out/res.txt": f"{i}\n".encode() * 50},
