@@ -32,7 +32,8 @@ def _options_help() -> str:
 @click.option("-o", "options", multiple=True, metavar="OPTS",
               help="Comma-separated mount options: " + "see below.")
 @click.option("--aiida-db", "aiida_db", metavar="PATH",
-              help="An AiiDA profile's database.sqlite: browse its nodes' files under nodes/ "
+              help="An AiiDA profile's database.sqlite, or its PostgreSQL URL "
+              "(postgresql://user:pw@host:port/db): its nodes' files under nodes/ "
               "(see `dosfs views`).")
 @click.option("-f", "--foreground", is_flag=True, help="Stay attached (systemd, debugging).")
 @click.option("-n", "--no-mtab", "no_mtab", is_flag=True, hidden=True)  # mount(8) may pass it
@@ -59,7 +60,7 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
         if aiida_db:
             if "," in aiida_db:
                 raise lifecycle.MountError("--aiida-db needs a path without commas")
-            opts.aiida_db = str(Path(aiida_db).absolute())
+            opts.aiida_db = aiida_db if "://" in aiida_db else str(Path(aiida_db).absolute())
         lifecycle.mount(container, mountpoint, opts, foreground=foreground, debug=debug,
                         log_file=log_file, ready_fd=ready_fd)
     except lifecycle.MountError as exc:
@@ -110,7 +111,8 @@ def stats(mountpoint: Path, as_json: bool, watch: float | None) -> None:
 
 
 VIEWS_HELP = """\b
-MOUNTPOINT/nodes/ (with --aiida-db PATH, an AiiDA profile's database.sqlite):
+MOUNTPOINT/nodes/ (with --aiida-db PATH|URL: an AiiDA profile's database.sqlite,
+or postgresql://user:password@host:port/database for a core.psql_dos profile):
   nodes/by-pk/<pk>/...        a node's files and folders, by their names
   nodes/by-uuid/<uuid>/...    the same by uuid; a unique prefix of >= 8 characters
                               is a symlink to the full uuid

@@ -476,6 +476,8 @@ class Operations(pyfuse3.Operations):
         """After the loop ended: close readers, settle files still open (incoming.shutdown),
         stop the worker threads."""
         self.offload.close()
+        if self.views is not None:
+            self.views.source.close()  # the database connections of the worker threads
         writes: list[WriteHandle] = []
         for handle in self.files.values():
             try:

@@ -1,9 +1,10 @@
 """Where node rows come from: an AiiDA profile's database, opened read-only.
 
-SQLite (``core.sqlite_dos``): opened with a ``file:...?mode=ro`` URI, one connection per worker
-thread, every query its own short read transaction (autocommit), so the view never holds a lock
-that AiiDA's writers or ``verdi storage maintain`` would wait for, and WAL checkpoints are never
-held back for long. Listings are keyset pages (by id, by uuid): memory stays flat for 10^6 nodes.
+SQLite (``core.sqlite_dos``) here, PostgreSQL (``core.psql_dos``) in sources_pg.py. SQLite:
+opened with a ``file:...?mode=ro`` URI, one connection per worker thread, every query its own
+short read transaction (autocommit), so the view never holds a lock that AiiDA's writers or
+``verdi storage maintain`` would wait for, and WAL checkpoints are never held back for long.
+Listings are keyset pages (by id, by uuid): memory stays flat for 10^6 nodes.
 """
 
 from __future__ import annotations
@@ -121,7 +122,12 @@ class SqliteSource:
 
 
 def open_source(spec: str) -> Source:
-    """A source from ``--aiida-db``: a path to an SQLite database.sqlite."""
+    """A source from ``--aiida-db``: a path to an SQLite database.sqlite, or a PostgreSQL URL
+    (``postgresql://user:password@host:port/database``, a core.psql_dos profile)."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        from dosfs.views.sources_pg import PostgresSource
+
+        return PostgresSource(spec)
     if "://" in spec:
-        raise ValueError(f"unsupported AiiDA database {spec!r}: only a database.sqlite path")
+        raise ValueError(f"unsupported AiiDA database {spec!r}: a path or a postgresql:// URL")
     return SqliteSource(Path(spec))

@@ -23,6 +23,7 @@ from typing import Any
 from benchlib import data
 from benchlib.bench_backup import bench_backup
 from benchlib.bench_meta import META_KEYS, bench_meta
+from benchlib.bench_views import VIEW_KEYS, bench_views
 from benchlib.mounting import Mount, drop_caches, have_fuse, run_timed
 from benchlib.report import MIB, Figure, Side
 from benchlib.sizes import Sizes
@@ -552,5 +553,6 @@ BENCHES = [
     Bench("daemon", ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"], bench_daemon),
     Bench("meta", META_KEYS, bench_meta),
     Bench("backup", ["backup.first", "backup.incremental"], bench_backup),
+    Bench("views", VIEW_KEYS, bench_views),
 ]
 ALL_KEYS = [k for b in BENCHES for k in b.keys]

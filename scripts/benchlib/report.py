@@ -146,6 +146,7 @@ SECTIONS = [
     ("daemon.", "Daemon: a = mount of the large index, b = of the small one (counts in the rows)"),
     ("meta.", "Metadata: a = dosfs mount, b = the smallest pyfuse3 FS serving the same container"),
     ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container and DEST)"),
+    ("views.", "Views: a = nodes/ of a mount with --aiida-db, b = `verdi node repo dump`"),
 ]
 
 

@@ -1,12 +1,15 @@
 """Drives a real AiiDA for the view tests (run with the aiida venv's python, AIIDA_PATH set).
 
+  create-psql HOST PORT   the same nodes in a core.psql_dos profile (database `aiida`, user
+                  postgres, created here)
   create          a core.sqlite_dos profile `views` (verdi presto) with SinglefileData,
                   FolderData with nested folders, and a calculation-like node with a retrieved
                   folder; prints the profile (container, database) and every node as JSON
   add             one more FolderData; prints it
   show PK...      those nodes as JSON
   maintain        verdi storage maintain --full (packs the loose objects)
-  many N          N small FolderData nodes (2 files, 1 subfolder each), stored in bulk
+  many N          N small FolderData nodes (2 files, 1 subfolder each)
+  dump DIR        every node's files copied into DIR/<pk> (what `verdi node repo dump` does)
 """
 
 from __future__ import annotations
@@ -49,7 +52,14 @@ def _profile() -> dict[str, str]:
     from aiida.manage import get_manager
 
     storage = get_manager().get_profile_storage()
-    folder = storage.profile.storage_config["filepath"]
+    config = storage.profile.storage_config
+    if "database_hostname" in config:
+        from aiida.storage.psql_dos.backend import get_filepath_container
+
+        url = (f"postgresql://{config['database_username']}@{config['database_hostname']}:"
+               f"{config['database_port']}/{config['database_name']}")
+        return {"container": str(get_filepath_container(storage.profile)), "database": url}
+    folder = config["filepath"]
     return {"container": f"{folder}/container", "database": f"{folder}/database.sqlite"}
 
 
@@ -58,6 +68,24 @@ def main(argv: list[str]) -> None:
     if cmd == "create":
         subprocess.run(["verdi", "presto", "--profile-name", "views"], check=True,
                        stdout=subprocess.DEVNULL)
+    elif cmd == "create-psql":
+        import os
+
+        import psycopg
+
+        host, port = argv[1], argv[2]
+        with psycopg.connect(f"postgresql://postgres@{host}:{port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE aiida")
+        repo = os.path.join(os.environ["AIIDA_PATH"], "repository")
+        subprocess.run(["verdi", "profile", "setup", "core.psql_dos", "-n", "--profile-name",
+                        "views", "--email", "views@dosfs.test", "--first-name", "A",
+                        "--last-name", "B", "--institution", "C", "--broker", "none",
+                        "--database-hostname", host, "--database-port", port,
+                        "--database-username", "postgres", "--database-password", "x",
+                        "--database-name", "aiida", "--repository-uri", f"file://{repo}"],
+                       check=True, stdout=subprocess.DEVNULL)
+        cmd = "create"
     from aiida import load_profile, orm
 
     load_profile("views")
@@ -87,6 +115,13 @@ def main(argv: list[str]) -> None:
         from aiida.manage import get_manager
 
         get_manager().get_profile_storage().maintain(full=True, dry_run=False)
+    elif cmd == "dump":
+        from pathlib import Path
+
+        from aiida.orm import QueryBuilder
+
+        for (node,) in QueryBuilder().append(orm.Node).iterall():
+            node.base.repository.copy_tree(Path(argv[1]) / str(node.pk))
     elif cmd == "many":
         for i in range(int(argv[1])):
             _folder({"in.txt": f"input {i}\n".encode(), "out/res.txt": f"{i}\n".encode() * 50},

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ class Profile:
     home: Path
     python: Path
     container: Path
-    database: Path
+    database: Path | str
     nodes: list[dict[str, Any]]
 
     def run(self, *args: str) -> dict[str, Any]:
@@ -80,6 +80,43 @@ def make_profile(aiida_python: Path, tmp_path: Path) -> Callable[[], Profile]:
         data = profile.run("create")
         profile.container = Path(data["container"])
         profile.database = Path(data["database"])
+        profile.nodes = data["nodes"]
+        return profile
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[tuple[str, int]]:
+    from tests.views import postgres
+
+    reason = postgres.available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with postgres.server() as address:
+        yield address
+
+
+@pytest.fixture
+def make_psql_profile(aiida_python: Path, tmp_path: Path,
+                      pg_server: tuple[str, int]) -> Callable[[], Profile]:
+    """A core.psql_dos profile on the session's server (one per test: database `aiida`)."""
+
+    def make() -> Profile:
+        import psycopg
+
+        host, port = pg_server
+        with psycopg.connect(f"postgresql://postgres@{host}:{port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS aiida")
+        home = tmp_path / "aiida"
+        home.mkdir()
+        profile = Profile(home, aiida_python, Path(), Path(), [])
+        data = profile.run("create-psql", host, str(port))
+        profile.container = Path(data["container"])
+        profile.database = data["database"]
         profile.nodes = data["nodes"]
         return profile
 

@@ -106,3 +106,22 @@ def test_tree_parser_and_cache() -> None:
     for pk in (1, 2, 3):
         cache.put(pk, f"u{pk}", {})
     assert len(cache) == 2 and cache.get(1) is None and cache.get(3) == ("u3", {})
+
+
+def test_cli_views_help_and_a_wrong_database(tmp_path: Path, fuse: None) -> None:
+    from tests.fs.conftest import DOSFS, FSNAME
+
+    out = subprocess.run([*DOSFS, "views"], check=True, capture_output=True, text=True).stdout
+    assert "nodes/by-pk/<pk>" in out and "postgresql://" in out
+    assert "--aiida-db" in subprocess.run([*DOSFS, "mount", "--help"], check=True,
+                                          capture_output=True, text=True).stdout
+    folder = tmp_path / "container"
+    Container(folder).init_container()
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "not-a-db").write_text("hello")
+    for db in (tmp_path / "missing.sqlite", tmp_path / "not-a-db"):
+        proc = subprocess.run([*DOSFS, "mount", "-o", f"fsname={FSNAME}", "--aiida-db", str(db),
+                               str(folder), str(tmp_path / "mnt")], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode != 0 and "cannot open the AiiDA database" in proc.stderr, proc
+        assert not os.path.ismount(tmp_path / "mnt")
