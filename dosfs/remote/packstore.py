@@ -5,6 +5,7 @@ sequential, the next few) in parallel with one `get_ranges` call per segment."""
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Hashable
 
@@ -101,10 +102,10 @@ class RemotePackStore:
                     self.store, self.url.key(seg.key), starts=starts, ends=ends, coalesce=BLOCK
                 )
             except Exception as exc:
-                raise OSError(5, str(remote_error(exc, self.url))) from exc
+                raise OSError(errno.EIO, str(remote_error(exc, self.url))) from exc
             self.requests += 1
-            for b, data in zip(missing, got, strict=True):
-                raw = bytes(data)
+            for b, chunk in zip(missing, got, strict=True):
+                raw = bytes(chunk)
                 self.cache.put(seg.key, b, raw)
                 if first <= b <= last:
                     blocks[b] = raw

@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,9 @@ def make_store(url: RemoteURL, *, timeout: float = 30.0, retries: int = 3) -> S3
     }
     retry = {
         "max_retries": retries,
-        "retry_timeout": timeout,
-        "backoff": {"init_backoff": 0.1, "max_backoff": 2.0, "base": 2},
+        "retry_timeout": timedelta(seconds=timeout),
+        "backoff": {"init_backoff": timedelta(seconds=0.1),
+                    "max_backoff": timedelta(seconds=2.0), "base": 2.0},
     }
     return S3Store(
         url.bucket,
