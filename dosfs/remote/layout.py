@@ -1,0 +1,120 @@
+"""The remote layout (docs/format.md, "Remote layout"): immutable pack segments and
+generations, and HEAD, the one object that is ever overwritten, written last.
+
+    PREFIX/HEAD                         {"format": 1, "generation": N}
+    PREFIX/generations/<N>.json         the generation: config, packs -> segments, index key
+    PREFIX/generations/<N>.idx          zlib'ed SQLite snapshot of packs.idx (plus loose rows)
+    PREFIX/segments/<cid>/<pack>-<ino>-<start>-<end>   bytes [start, end) of a local pack
+    PREFIX/segments/<cid>/loose-<sha256>             the loose objects, concatenated
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import obstore
+from obstore.store import S3Store
+
+from dosfs.remote.url import RemoteError, RemoteURL
+
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    key: str  # relative to the prefix
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    number: int
+    config: dict[str, Any]
+    index_key: str
+    index_size: int
+    packs: dict[int, list[Segment]]
+    local: dict[int, dict[str, int]]  # pack id -> {"ino", "length"} (push's plan)
+    created: float
+    rows_digest: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "generation": self.number,
+            "created": self.created,
+            "config": self.config,
+            "index": self.index_key,
+            "index_size": self.index_size,
+            "packs": {str(p): [[s.key, s.length] for s in segs] for p, segs in self.packs.items()},
+            "local": {str(p): v for p, v in self.local.items()},
+            "rows_digest": self.rows_digest,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Generation:
+        if data.get("format") != FORMAT:
+            raise RemoteError(f"unknown remote format {data.get('format')!r}")
+        return cls(
+            number=int(data["generation"]),
+            config=data["config"],
+            index_key=data["index"],
+            index_size=int(data["index_size"]),
+            packs={
+                int(p): [Segment(k, int(n)) for k, n in segs] for p, segs in data["packs"].items()
+            },
+            local={int(p): v for p, v in data.get("local", {}).items()},
+            created=float(data["created"]),
+            rows_digest=str(data.get("rows_digest", "")),
+        )
+
+    def segment_keys(self) -> set[str]:
+        return {s.key for segs in self.packs.values() for s in segs}
+
+
+def generation_key(n: int, ext: str) -> str:
+    return f"generations/{n:012d}.{ext}"
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError"
+
+
+def get_json(store: S3Store, url: RemoteURL, name: str) -> dict[str, Any] | None:
+    try:
+        data = bytes(obstore.get(store, url.key(name)).bytes())
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise remote_error(exc, url) from exc
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+def read_head(store: S3Store, url: RemoteURL) -> Generation | None:
+    """The current generation, None when nothing was published under `url`."""
+    head = get_json(store, url, "HEAD")
+    if head is None:
+        return None
+    data = get_json(store, url, generation_key(int(head["generation"]), "json"))
+    if data is None:
+        raise RemoteError(f"{url}: HEAD names generation {head['generation']}, which is missing")
+    return Generation.from_json(data)
+
+
+def remote_error(exc: BaseException, url: RemoteURL) -> RemoteError:
+    """One clear line for what the server said."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    lowered = str(exc).lower()
+    if "nosuchbucket" in lowered:
+        return RemoteError(f"{url}: bucket {url.bucket!r} does not exist")
+    if any(
+        w in lowered for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "403")
+    ):
+        return RemoteError(
+            f"{url}: access denied (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            f" or AWS_PROFILE): {first[:200]}"
+        )
+    return RemoteError(f"{url}: {first[:300]}")

@@ -1,0 +1,288 @@
+"""push: publish a consistent snapshot of a local container as a new generation.
+
+Why it is safe while the container is in use: pack files are opened first, then packs.idx is
+copied with SQLite's backup API (one consistent read), then each opened pack is checked to be
+still the current file (a repack moves rows away before it replaces a file, so a file that did
+not change around the snapshot holds every row the snapshot names). Loose objects are read
+through the container's read protocol (a packer may move them meanwhile).
+
+Why it survives a kill: segment names are derived from what they hold (pack, inode, range; or
+the hash of the loose set), so the next push finds what is already up by listing and sends the
+rest; the generation's objects go up before HEAD, which is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import obstore
+from obstore.store import S3Store
+
+from dosfs.container import Container, NotExistent
+from dosfs.container.loose import iter_loose
+from dosfs.container.packstore import pread_exact
+from dosfs.remote.layout import Generation, Segment, generation_key, read_head, remote_error
+from dosfs.remote.url import RemoteURL, make_store, parse_url
+
+CHUNK = 8 * 1024 * 1024
+CONCURRENCY = 8
+GRACE_SECONDS = 24 * 3600.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PushReport:
+    generation: int
+    objects: int
+    uploaded_bytes: int = 0
+    uploaded_objects: int = 0
+    skipped_segments: int = 0
+    pruned: int = 0
+    unchanged: bool = False
+    segments: list[str] = field(default_factory=list)
+
+
+def _snapshot_index(src: str, dst: str) -> None:
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _chunks(fd: int, start: int, end: int) -> Iterator[bytes]:
+    pos = start
+    while pos < end:
+        data = pread_exact(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            raise OSError(f"pack shrank while pushing (at {pos})")
+        pos += len(data)
+        yield data
+
+
+def _ensure_bucket(store: S3Store, url: RemoteURL) -> None:
+    """Create the bucket when missing (S3 CreateBucket through a signed request)."""
+    try:
+        list(obstore.list(store, prefix=url.key("HEAD"), chunk_size=1))
+        return
+    except Exception as exc:
+        if "nosuchbucket" not in str(exc).lower():
+            raise remote_error(exc, url) from exc
+    from dosfs.remote.bucket import create_bucket
+
+    create_bucket(url.bucket)
+
+
+def push(
+    container: str | os.PathLike[str],
+    target: str,
+    *,
+    progress: Progress | None = None,
+    grace: float = GRACE_SECONDS,
+    timeout: float = 30.0,
+) -> PushReport:
+    """Publish `container` to `target` (s3://bucket/prefix); returns what was sent."""
+    url = parse_url(target)
+    store = make_store(url, timeout=timeout)
+    _ensure_bucket(store, url)
+    prev = read_head(store, url)
+    with Container(container) as c, tempfile.TemporaryDirectory(prefix="dosfs-push-") as tmp:
+        layout = c.layout
+        cid = c.container_id
+        idx = os.path.join(tmp, "packs.idx")
+        for _attempt in range(10):
+            fds: dict[int, tuple[int, int]] = {}
+            for pid in c.packs.store.list_ids():
+                fd = os.open(layout.pack_path(pid), os.O_RDONLY | os.O_CLOEXEC)
+                fds[pid] = (fd, os.fstat(fd).st_ino)
+            _snapshot_index(str(layout.index), idx)
+            stable = True
+            for pid, (_fd, ino) in fds.items():
+                try:
+                    stable &= os.stat(layout.pack_path(pid)).st_ino == ino
+                except FileNotFoundError:
+                    stable = False
+            if stable:
+                break
+            for fd, _ino in fds.values():
+                os.close(fd)
+        else:
+            raise OSError("packs kept changing during the snapshot; try again")
+        try:
+            return _publish(c, store, url, prev, idx, fds, cid, progress, grace)
+        finally:
+            for fd, _ino in fds.values():
+                os.close(fd)
+
+
+def _publish(
+    c: Container,
+    store: S3Store,
+    url: RemoteURL,
+    prev: Generation | None,
+    idx: str,
+    fds: dict[int, tuple[int, int]],
+    cid: str,
+    progress: Progress | None,
+    grace: float,
+) -> PushReport:
+    db = sqlite3.connect(idx)
+    needed = dict(
+        db.execute("SELECT pack_id, MAX(offset + length) FROM db_object GROUP BY pack_id")
+    )
+    packed = {h for (h,) in db.execute("SELECT hashkey FROM db_object")}
+    # plan: pack segments
+    packs: dict[int, list[Segment]] = {}
+    local: dict[int, dict[str, int]] = {}
+    uploads: list[tuple[str, int, int, int]] = []  # key, fd, start, end
+    for pid, length in sorted(needed.items()):
+        if pid not in fds:
+            raise OSError(f"pack {pid} is in the index but not on disk")
+        fd, ino = fds[pid]
+        old = prev.local.get(pid) if prev else None
+        segs: list[Segment] = []
+        start = 0
+        if prev and old and old["ino"] == ino and old["length"] <= length and pid in prev.packs:
+            segs = list(prev.packs[pid])
+            start = old["length"]
+        if length > start:
+            key = f"segments/{cid}/{pid}-{ino}-{start}-{length}"
+            segs.append(Segment(key, length - start))
+            uploads.append((key, fd, start, length))
+        packs[pid] = segs
+        local[pid] = {"ino": ino, "length": length}
+    # loose objects not in the snapshot: one segment, named by the set
+    loose = sorted(h for h in iter_loose(c.layout) if h not in packed)
+    sizes = []
+    for h in list(loose):
+        try:
+            sizes.append(os.stat(c.layout.loose_path(h)).st_size)
+        except FileNotFoundError:  # packed meanwhile: read below through the container
+            sizes.append(-1)
+    loose_key = None
+    if loose:
+        loose_id = max([*needed, -1]) + 1
+        loose_key = f"segments/{cid}/loose-{hashlib.sha256(' '.join(loose).encode()).hexdigest()}"
+    existing = {
+        m["path"]
+        for batch in obstore.list(store, prefix=url.key(f"segments/{cid}/"))
+        for m in batch
+    }
+    report = PushReport(
+        generation=(prev.number + 1) if prev else 1, objects=len(packed) + len(loose)
+    )
+    total = sum(e - s for k, _fd, s, e in uploads if url.key(k) not in existing)
+    done = 0
+    if loose and loose_key is not None:
+        rows = []
+        offset = 0
+        content: list[bytes] = []
+        need_upload = url.key(loose_key) not in existing
+        for h, size in zip(loose, sizes, strict=True):
+            if need_upload or size < 0:
+                try:
+                    data = c.get_object_content(h, verify=True)
+                except NotExistent:
+                    continue
+                size = len(data)
+                if need_upload:
+                    content.append(data)
+            rows.append((h, False, size, offset, size, loose_id))
+            offset += size
+        db.executemany(
+            "INSERT INTO db_object (hashkey, compressed, size, offset, length, pack_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.commit()
+        packs[loose_id] = [Segment(loose_key, offset)]
+        if need_upload:
+            blob = b"".join(content)
+            total += len(blob)
+            obstore.put(
+                store, url.key(loose_key), blob, max_concurrency=CONCURRENCY, chunk_size=CHUNK
+            )
+            report.uploaded_bytes += len(blob)
+            report.uploaded_objects += 1
+            done += len(blob)
+        else:
+            report.skipped_segments += 1
+    db.close()
+    for key, fd, start, end in uploads:
+        if url.key(key) in existing:
+            report.skipped_segments += 1
+            continue
+        try:
+            obstore.put(
+                store,
+                url.key(key),
+                _chunks(fd, start, end),
+                chunk_size=CHUNK,
+                max_concurrency=CONCURRENCY,
+            )
+        except Exception as exc:
+            raise remote_error(exc, url) from exc
+        report.uploaded_bytes += end - start
+        report.uploaded_objects += 1
+        done += end - start
+        if progress:
+            progress(done, total)
+    report.segments = [s.key for segs in packs.values() for s in segs]
+    digest = _rows_digest(idx)
+    if prev and prev.packs == packs and prev.rows_digest == digest:
+        report.generation = prev.number
+        report.unchanged = True
+        return report
+    blob = zlib.compress(Path(idx).read_bytes(), 3)
+    gen = Generation(
+        number=report.generation,
+        config=c.config.to_json(),
+        index_key=generation_key(report.generation, "idx"),
+        index_size=len(blob),
+        packs=packs,
+        local=local,
+        created=time.time(),
+        rows_digest=digest,
+    )
+    obstore.put(store, url.key(gen.index_key), blob, chunk_size=CHUNK, max_concurrency=CONCURRENCY)
+    obstore.put(
+        store, url.key(generation_key(gen.number, "json")), json.dumps(gen.to_json()).encode()
+    )
+    obstore.put(
+        store, url.key("HEAD"), json.dumps({"format": 1, "generation": gen.number}).encode()
+    )
+    report.uploaded_bytes += len(blob)
+    report.uploaded_objects += 3
+    from dosfs.remote.prune import prune
+
+    report.pruned = prune(store, url, gen, grace)
+    return report
+
+
+def _rows_digest(idx: str) -> str:
+    db = sqlite3.connect(idx)
+    try:
+        h = hashlib.sha256()
+        for row in db.execute(
+            "SELECT hashkey, compressed, size, offset, length, pack_id FROM "
+            "db_object ORDER BY hashkey"
+        ):
+            h.update(repr(row).encode())
+        return h.hexdigest()
+    finally:
+        db.close()

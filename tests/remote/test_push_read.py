@@ -1,0 +1,127 @@
+"""push a local container to the real S3 gateway, read it back with RemoteContainer.
+
+The remote tier is unfinished (issue 12: no CLI, mount or pull yet); these tests pin down what
+exists: a generation is published whole, a second push sends nothing new, every object (packed
+and loose) reads back verified, and a corrupted remote byte is an error, never data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import obstore
+import pytest
+
+from dosfs.container import Container, CorruptObject
+from dosfs.remote.container import RemoteContainer
+from dosfs.remote.push import push
+from dosfs.remote.url import RemoteError
+from tests.remote.conftest import S3Server
+
+
+@pytest.fixture
+def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    yield
+
+
+def _container(folder: Path) -> dict[str, bytes]:
+    objects: dict[str, bytes] = {}
+    with Container(folder) as c:
+        c.init_container()
+        for data in [os.urandom(n) for n in (0, 1, 1000, 300_000)]:
+            objects[c.add_objects_to_pack([data])[0]] = data
+        big = os.urandom(5 * 1024 * 1024)
+        objects[c.add_objects_to_pack([big], compress=True)[0]] = big
+        for data in [b"loose one", os.urandom(70_000)]:
+            objects[c.add_object(data)] = data
+    return objects
+
+
+def test_push_then_read_everything(tmp_path: Path, bucket: str, aws_env: None) -> None:
+    objects = _container(tmp_path / "c")
+    target = f"s3://{bucket}/group/repo"
+    first = push(tmp_path / "c", target)
+    assert first.generation == 1 and first.uploaded_bytes > 5_000_000
+    with RemoteContainer(target) as rc:
+        assert sorted(rc.list_all_objects()) == sorted(objects)
+        for h, data in objects.items():
+            assert rc.get_object_content(h) == data
+        got = rc.get_objects_content(list(objects))
+        assert got == objects
+        seen = {}
+        with rc.get_objects_stream_and_meta(list(objects)) as triplets:
+            for h, stream, meta in triplets:
+                assert meta["type"] != "missing"
+                seen[h] = stream.read()
+        assert seen == objects
+        big = max(objects, key=lambda h: len(objects[h]))
+        with rc.get_object_stream(big) as stream:
+            stream.seek(4_000_000)
+            assert stream.read(1000) == objects[big][4_000_000:4_001_000]
+    again = push(tmp_path / "c", target)
+    assert again.uploaded_bytes == 0  # nothing new: nothing sent
+
+
+def test_new_objects_make_a_new_generation(tmp_path: Path, bucket: str, aws_env: None) -> None:
+    objects = _container(tmp_path / "c")
+    target = f"s3://{bucket}/repo"
+    push(tmp_path / "c", target)
+    with Container(tmp_path / "c") as c:
+        extra = os.urandom(2000)
+        objects[c.add_objects_to_pack([extra])[0]] = extra
+    report = push(tmp_path / "c", target)
+    assert report.generation == 2
+    with RemoteContainer(target) as rc:
+        assert rc.get_objects_content(list(objects)) == objects
+
+
+def test_corrupt_remote_bytes_are_never_served(
+    tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server
+) -> None:
+    objects = _container(tmp_path / "c")
+    target = f"s3://{bucket}/repo"
+    push(tmp_path / "c", target)
+    store = s3_server.store(bucket)
+    keys = [m["path"] for batch in obstore.list(store, prefix="repo/segments/") for m in batch]
+    pack_key = next(k for k in keys if "/0-" in k)
+    data = bytearray(obstore.get(store, pack_key).bytes())
+    data[1] ^= 0xFF  # inside the 1-byte or 1000-byte object: a flipped byte
+    obstore.put(store, pack_key, bytes(data))
+    with RemoteContainer(target) as rc:
+        bad = 0
+        for h in objects:
+            try:
+                assert rc.get_object_content(h) == objects[h]
+            except CorruptObject:
+                bad += 1
+        assert bad == 1
+
+
+def test_missing_bucket_and_bad_credentials_are_one_clear_line(
+    bucket: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(RemoteError, match="nothing published"):
+        RemoteContainer(f"s3://{bucket}/empty")
+    with pytest.raises(RemoteError, match="does not exist|nothing published"):
+        RemoteContainer("s3://dosfs-no-such-bucket-here/x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(RemoteError, match="access denied"):
+        RemoteContainer(f"s3://{bucket}/x")
+
+
+def test_server_down_fails_within_the_timeout(
+    bucket: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(RemoteError):
+        RemoteContainer(f"s3://{bucket}/x", timeout=2.0)
+    assert time.monotonic() - start < 30  # bounded: never hangs
