@@ -1,7 +1,7 @@
 """The `dosfs` command line: parses arguments and calls the engine or the mount; no logic here.
 
 frame.py is the frame (errors, global options, mount(8)'s form, shared helpers); container.py
-the container commands; mounting.py mount, umount and stats.
+the container commands; mounting.py mount, umount and stats; remote.py push and pull.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from dosfs import __version__
-from dosfs.cli import container, mounting
+from dosfs.cli import container, mounting, remote
 from dosfs.cli.frame import DosfsGroup, setup_logging
 
 
@@ -32,5 +32,6 @@ def main(ctx: click.Context, debug: bool, log_file: Path | None) -> None:
 
 container.register(main)
 mounting.register(main)
+remote.register(main)
 
 __all__ = ["main"]

@@ -17,6 +17,7 @@ import pytest
 
 from dosfs.container import Container, CorruptObject
 from dosfs.remote.container import RemoteContainer
+from dosfs.remote.pull import pull
 from dosfs.remote.push import push
 from dosfs.remote.url import RemoteError
 from tests.remote.conftest import S3Server
@@ -125,3 +126,52 @@ def test_server_down_fails_within_the_timeout(
     with pytest.raises(RemoteError):
         RemoteContainer(f"s3://{bucket}/x", timeout=2.0)
     assert time.monotonic() - start < 30  # bounded: never hangs
+
+
+def test_pull_makes_a_container_disk_objectstore_validates(
+    tmp_path: Path, bucket: str, aws_env: None
+) -> None:
+    import disk_objectstore
+
+    objects = _container(tmp_path / "c")
+    target = f"s3://{bucket}/repo"
+    push(tmp_path / "c", target)
+    first = pull(target, tmp_path / "copy")
+    assert first.fetched == len(objects) and first.already_here == 0
+    dos = disk_objectstore.Container(str(tmp_path / "copy"))
+    try:
+        assert dos.validate().is_valid()
+        assert dos.get_objects_content(list(objects)) == objects
+    finally:
+        dos.close()
+    with Container(tmp_path / "c") as c:
+        extra = os.urandom(3000)
+        objects[c.add_objects_to_pack([extra])[0]] = extra
+    push(tmp_path / "c", target)
+    second = pull(target, tmp_path / "copy")
+    assert (second.fetched, second.already_here) == (1, len(objects) - 1)  # incremental
+
+
+def test_cli_push_and_pull(tmp_path: Path, bucket: str, s3_server: S3Server) -> None:
+    import json
+    import subprocess
+    import sys
+
+    objects = _container(tmp_path / "c")
+    env = {**os.environ, **s3_server.env}
+    dosfs = [sys.executable, "-m", "dosfs.cli"]
+    target = f"s3://{bucket}/cli"
+    out = subprocess.run([*dosfs, "push", str(tmp_path / "c"), target, "--json"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["generation"] == 1
+    again = subprocess.run([*dosfs, "push", str(tmp_path / "c"), target], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert "up to date" in again or "sent 0 B" in again
+    subprocess.run([*dosfs, "pull", target, str(tmp_path / "copy")], env=env, check=True,
+                   capture_output=True)
+    with Container(tmp_path / "copy") as c:
+        assert c.get_objects_content(list(objects)) == objects
+    bad = subprocess.run([*dosfs, "pull", f"s3://{bucket}/nothing", str(tmp_path / "x")],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("dosfs: error:") and len(bad.stderr.strip().splitlines()) == 1

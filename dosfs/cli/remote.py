@@ -1,0 +1,73 @@
+"""The remote commands: push, pull (s3:// URLs; endpoint and credentials from the standard AWS
+environment and config). Each parses, calls dosfs.remote and reports; `--json` where it reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from dosfs.cli.frame import CONTAINER_ENV, ENV_HELP, emit_json, human, open_container
+
+AWS_HELP = (
+    "S3 endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI. "
+    + ENV_HELP
+)
+
+
+def register(main: click.Group) -> None:
+    for command in (push, pull):
+        main.add_command(command)
+
+
+@click.command(epilog=AWS_HELP)
+@click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] s3://BUCKET/PREFIX")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds before one request to the server gives up (retried with backoff).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def push(args: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Publish a container (it may be in use) to S3 as a new generation.
+
+    Incremental: only bytes not yet in the bucket go up; the pointer to the new generation is
+    written last, so readers see the old or the new generation whole. Creates the bucket if
+    missing.
+    """
+    from dosfs.remote.push import push as run_push
+
+    if len(args) == 2:
+        container, target = Path(args[0]), args[1]
+    elif len(args) == 1 and os.environ.get(CONTAINER_ENV):
+        container, target = Path(os.environ[CONTAINER_ENV]), args[0]
+    else:
+        raise click.UsageError("expected [CONTAINER] s3://BUCKET/PREFIX")
+    open_container(container).close()  # the CLI's clear errors for a missing container
+    report = run_push(container, target, timeout=timeout)
+    if as_json:
+        emit_json(vars(report))
+        return
+    if report.unchanged:
+        click.echo(f"{target}: up to date (generation {report.generation})")
+        return
+    click.echo(f"{target}: generation {report.generation}, {report.objects} objects; sent "
+               f"{human(report.uploaded_bytes)} in {report.uploaded_objects} upload(s), "
+               f"{report.skipped_segments} segment(s) already there")
+
+
+@click.command(epilog=AWS_HELP)
+@click.argument("target", metavar="s3://BUCKET/PREFIX")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds before one request to the server gives up (retried with backoff).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pull(target: str, dest: Path, timeout: float, as_json: bool) -> None:
+    """Make or update a local container DEST from a published one (every byte verified)."""
+    from dosfs.remote.pull import pull as run_pull
+
+    report = run_pull(target, dest, timeout=timeout)
+    if as_json:
+        emit_json(vars(report))
+        return
+    click.echo(f"{dest}: generation {report.generation}: fetched {report.fetched} objects "
+               f"({human(report.fetched_bytes)}), {report.already_here} already there")
