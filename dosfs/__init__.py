@@ -24,6 +24,16 @@ from dosfs.container import (
     ValidationReport,
 )
 
+
+def __getattr__(name: str) -> object:
+    """RemoteContainer on first use only: `import dosfs` does not load the S3 client."""
+    if name == "RemoteContainer":
+        from dosfs.remote.container import RemoteContainer
+
+        return RemoteContainer
+    raise AttributeError(f"module 'dosfs' has no attribute {name!r}")
+
+
 try:
     __version__ = version("dosfs")
 except PackageNotFoundError:  # running from a source tree that is not installed
@@ -46,6 +56,7 @@ __all__ = [
     "ObjectReader",
     "ObjectStream",
     "ObjectType",
+    "RemoteContainer",
     "StagedObject",
     "ValidationIssues",
     "ValidationReport",

@@ -15,8 +15,8 @@ from pathlib import Path
 import obstore
 import pytest
 
+from dosfs import RemoteContainer
 from dosfs.container import Container, CorruptObject
-from dosfs.remote.container import RemoteContainer
 from dosfs.remote.pull import pull
 from dosfs.remote.push import push
 from dosfs.remote.url import RemoteError
@@ -175,3 +175,46 @@ def test_cli_push_and_pull(tmp_path: Path, bucket: str, s3_server: S3Server) -> 
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.startswith("dosfs: error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_push_killed_midway_leaves_the_old_generation_and_resumes(
+    tmp_path: Path, bucket: str, s3_server: S3Server, aws_env: None
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "c"
+    objects = _container(folder)
+    target = f"s3://{bucket}/killed"
+    push(folder, target)  # generation 1
+    with Container(folder) as c:  # 72 MiB more: a new tail segment of pack 0
+        for _ in range(3):
+            data = os.urandom(24 * 1024 * 1024)
+            objects[c.add_objects_to_pack([data])[0]] = data
+    store = s3_server.store(bucket)
+
+    def segments() -> set[str]:
+        return {m["path"] for b in obstore.list(store, prefix="killed/segments/") for m in b}
+
+    before = segments()
+    proc = subprocess.Popen([sys.executable, "-m", "dosfs.cli", "push", str(folder), target],
+                            env={**os.environ, **s3_server.env})
+    try:
+        deadline = time.monotonic() + 60
+        while not (segments() - before) and proc.poll() is None:  # the first new segment is up
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the push finished before it could be killed (machine too fast)")
+    with RemoteContainer(target) as rc:  # still generation 1, whole
+        assert rc.generation.number == 1
+        old = [h for h in objects if rc.has_objects([h])[0]]
+        assert rc.get_objects_content(old) == {h: objects[h] for h in old}
+    resumed = push(folder, target)
+    assert resumed.generation == 2 and resumed.skipped_segments >= 1  # what was up is not resent
+    with RemoteContainer(target) as rc:
+        assert rc.get_objects_content(list(objects)) == objects
