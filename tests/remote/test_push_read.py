@@ -218,3 +218,38 @@ def test_push_killed_midway_leaves_the_old_generation_and_resumes(
     assert resumed.generation == 2 and resumed.skipped_segments >= 1  # what was up is not resent
     with RemoteContainer(target) as rc:
         assert rc.get_objects_content(list(objects)) == objects
+
+
+def test_push_while_a_writer_and_a_packer_run(tmp_path: Path, bucket: str, aws_env: None) -> None:
+    import threading
+
+    folder = tmp_path / "c"
+    objects = _container(folder)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def churn() -> None:
+        with Container(folder) as c:
+            while not stop.is_set():
+                data = os.urandom(5000)
+                h = c.add_object(data)
+                with lock:
+                    objects[h] = data
+                c.pack_all_loose()
+                c.clean_storage()
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    target = f"s3://{bucket}/busy"
+    try:
+        for _ in range(3):
+            push(folder, target)
+    finally:
+        stop.set()
+        worker.join()
+    with RemoteContainer(target) as rc:  # the last snapshot: every object it names reads right
+        published = list(rc.list_all_objects())
+        assert len(published) >= 7
+        with lock:
+            expected = {h: objects[h] for h in published}
+        assert rc.get_objects_content(published) == expected
