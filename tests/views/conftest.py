@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,28 +17,9 @@ from typing import Any
 import pytest
 
 from tests.fs.conftest import _sweep_leftover_mounts, fuse, mount  # noqa: F401 - fixtures
+from tests.views.aiida_venv import ensure_aiida_venv
 
-ROOT = Path(__file__).resolve().parents[2]
-AIIDA_VENV = Path(os.environ.get("DOSFS_AIIDA_VENV", ROOT / ".venv-aiida"))
-AIIDA_SPEC = "aiida-core>=2.6,<3"
 HELPER = Path(__file__).with_name("aiida_helper.py")
-
-
-def ensure_aiida_venv() -> Path | None:
-    """The aiida venv's python, installing it when missing (idempotent); None if impossible."""
-    python = AIIDA_VENV / "bin" / "python"
-    stamp = AIIDA_VENV / ".dosfs-aiida-installed"
-    if stamp.is_file() and stamp.read_text() == AIIDA_SPEC:
-        return python
-    try:
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(AIIDA_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        AIIDA_SPEC], check=True, timeout=900)
-    except (subprocess.SubprocessError, OSError):
-        return None
-    stamp.write_text(AIIDA_SPEC)
-    return python
 
 
 @dataclass
