@@ -29,7 +29,8 @@ from dosfs.mount import (
     MountOptions,
     check_fuse,
     check_mountpoint,
-    open_container,
+    is_remote,
+    open_engine,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class _Reporter:
 
 
 def serve(
-    container: Path,
+    container: Path | str,
     mountpoint: Path,
     opts: MountOptions,
     *,
@@ -141,7 +142,7 @@ def serve(
     try:
         check_fuse()
         mp = check_mountpoint(mountpoint)
-        engine = open_container(container)
+        engine = open_engine(container, opts)
         views = _open_views(opts.aiida_db)
     except MountError as exc:
         reporter.error(str(exc))
@@ -169,7 +170,8 @@ def serve(
         invalidate_entry=_invalidate_entry,
         views=views,
     )
-    fsname = opts.fsname or (str(engine.folder) if "," not in str(engine.folder) else "dosfs")
+    shown = str(container) if is_remote(container) else str(engine.folder)
+    fsname = opts.fsname or (shown if "," not in shown else "dosfs")
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
     if opts.read_only:
         fuse_options.add("ro")
@@ -236,6 +238,8 @@ async def _main(
         await nursery.start(_watch_signals, early)
         nursery.start_soon(_when_ready, ops, mountpoint, opts, reporter)
         nursery.start_soon(_checkpoints, ops)
+        if opts.refresh > 0 and hasattr(ops.engine, "refresh"):
+            nursery.start_soon(_refreshes, ops, opts.refresh)
         nursery.start_soon(ops.by_hash.snapshot_keeper)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -252,6 +256,17 @@ async def _checkpoints(ops: Operations) -> None:
             await ops.offload.run(ops.engine.checkpoint)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log.debug("checkpoint: %s", exc)
+
+
+async def _refreshes(ops: Operations, period: float) -> None:
+    """Every `period` seconds, switch an s3:// mount to a newer published generation (files
+    already open keep the one they opened; see dosfs.remote.engine)."""
+    import trio
+
+    refresh = ops.engine.refresh  # type: ignore[attr-defined]
+    while True:
+        await trio.sleep(period)
+        await ops.offload.run(refresh)
 
 
 async def _watch_signals(early: list[int], task_status: Any) -> None:

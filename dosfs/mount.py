@@ -33,6 +33,7 @@ from dosfs.options import (
 
 if TYPE_CHECKING:
     from dosfs.container.container import Container
+    from dosfs.remote.engine import RemoteEngine
 
 log = logging.getLogger("dosfs.mount")
 
@@ -130,6 +131,44 @@ def check_mountpoint(mountpoint: Path) -> Path:
     return path
 
 
+def is_remote(source: str | os.PathLike[str]) -> bool:
+    return str(source).startswith("s3://")
+
+
+def open_engine(source: str | os.PathLike[str], opts: MountOptions) -> Container | RemoteEngine:
+    """The engine the daemon serves: a local Container, or for ``s3://…`` the newest published
+    generation (read-only whatever the options say)."""
+    if not is_remote(source):
+        given = opts.remote_options()
+        if given:
+            raise MountError(f"mount option {given[0]} is only for s3:// containers")
+        return open_container(Path(source))
+    from dosfs.remote.engine import RemoteEngine, default_cache_dir
+    from dosfs.remote.url import RemoteError
+
+    opts.read_only = True
+    cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(str(source))
+    try:
+        return RemoteEngine(str(source), cache_dir=cache, cache_size=opts.cache_size,
+                            timeout=opts.timeout, index_cache_kib=DAEMON_SQLITE_CACHE_KIB)
+    except (RemoteError, OSError) as exc:
+        raise MountError(str(exc)) from None
+
+
+def check_remote(source: str, opts: MountOptions) -> None:
+    """Fail now, in the command the user ran, when the bucket cannot be read (credentials,
+    bucket, nothing published, server down); the daemon fetches the index itself."""
+    from dosfs.remote.layout import read_head
+    from dosfs.remote.url import RemoteError, make_store, parse_url
+
+    try:
+        url = parse_url(source)
+        if read_head(make_store(url, timeout=opts.timeout), url) is None:
+            raise RemoteError(f"{url}: nothing published there (run 'dosfs push' first)")
+    except (RemoteError, OSError) as exc:
+        raise MountError(str(exc)) from None
+
+
 def open_container(folder: Path) -> Container:
     """The engine for ``folder``, or a MountError naming what is missing."""
     from dosfs import Container
@@ -151,7 +190,7 @@ def open_container(folder: Path) -> Container:
 
 
 def mount(
-    container: Path,
+    container: Path | str,
     mountpoint: Path,
     opts: MountOptions,
     *,
@@ -172,13 +211,20 @@ def mount(
         return
     check_fuse()
     mp = check_mountpoint(mountpoint)
-    c = open_container(container)
-    c.close()
-    _spawn_daemon(Path(os.path.abspath(container)), mp, opts, debug=debug, log_file=log_file)
+    if is_remote(container):
+        check_remote(str(container), opts)
+        source = str(container)
+    else:
+        if opts.remote_options():
+            raise MountError(f"mount option {opts.remote_options()[0]} is only for s3:// "
+                             "containers")
+        open_container(Path(container)).close()
+        source = os.path.abspath(container)
+    _spawn_daemon(source, mp, opts, debug=debug, log_file=log_file)
 
 
 def _spawn_daemon(
-    container: Path, mountpoint: Path, opts: MountOptions, *, debug: bool, log_file: Path | None
+    container: str, mountpoint: Path, opts: MountOptions, *, debug: bool, log_file: Path | None
 ) -> None:
     read_end, write_end = os.pipe()
     cmd = [sys.executable, "-m", "dosfs.cli"]
@@ -187,7 +233,7 @@ def _spawn_daemon(
     cmd += ["mount", "--foreground", "--ready-fd", str(write_end), "-o", opts.to_args()]
     if log_file is not None:
         cmd += ["--log-file", os.path.abspath(log_file)]
-    cmd += [str(container), str(mountpoint)]
+    cmd += [container, str(mountpoint)]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     try:
         proc = subprocess.Popen(

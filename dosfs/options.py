@@ -9,10 +9,17 @@ filesystem (defaults, auto, _netdev, nofail, user, users, x-systemd.*, ...).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES
+
+#: s3:// mounts: on-disk block cache, seconds between looks for a new generation, request timeout
+DEFAULT_CACHE_SIZE = 1024**3
+DEFAULT_REFRESH = 60.0
+DEFAULT_TIMEOUT = 30.0
 
 #: Kernel readahead set on the mount after mounting (KiB): 1 MiB read requests instead of 128 KiB.
 DEFAULT_READAHEAD_KB = 1024
@@ -30,6 +37,9 @@ OPTIONS_HELP = "; ".join([
     "readahead_kb=N: kernel readahead (0: the kernel default)",
     "workers=N: worker threads",
     "fsname=NAME: the source shown in the mount table",
+    "s3:// containers only: cache_dir=PATH (default ~/.cache/dosfs/...), cache_size=SIZE "
+    "(default 1GiB), refresh=SECONDS (look for a new generation; default 60, 0: never), "
+    "timeout=SECONDS (a request to the server gives up, then EIO; default 30)",
     "aiida_db=PATH: an AiiDA profile's database.sqlite: its nodes' files under nodes/ "
     "(also --aiida-db; see dosfs views)",
     "ignored: defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, dev, "
@@ -62,6 +72,19 @@ class MountOptions:
     umask: int = 0
     kernel_flags: list[str] = field(default_factory=list)
     aiida_db: str | None = None
+    # s3:// containers (dosfs mount s3://bucket/prefix)
+    cache_dir: str | None = None
+    cache_size: int = DEFAULT_CACHE_SIZE
+    refresh: float = DEFAULT_REFRESH
+    timeout: float = DEFAULT_TIMEOUT
+
+    def remote_options(self) -> list[str]:
+        """The s3-only options given (for the error when the container is local)."""
+        return [name for name, given in (
+            ("cache_dir", self.cache_dir is not None),
+            ("cache_size", self.cache_size != DEFAULT_CACHE_SIZE),
+            ("refresh", self.refresh != DEFAULT_REFRESH),
+            ("timeout", self.timeout != DEFAULT_TIMEOUT)) if given]
 
     def to_args(self) -> str:
         """The same options as one ``-o`` string (handed to the daemon process)."""
@@ -83,6 +106,11 @@ class MountOptions:
             parts.append(f"fsname={self.fsname}")
         if self.aiida_db:
             parts.append(f"aiida_db={self.aiida_db}")
+        if self.cache_dir is not None:
+            parts.append(f"cache_dir={self.cache_dir}")
+        for name in self.remote_options():
+            if name != "cache_dir":
+                parts.append(f"{name}={getattr(self, name)}")
         return ",".join(parts)
 
 
@@ -94,6 +122,33 @@ def _integer(key: str, arg: str, low: int, base: int = 10) -> int:
         raise MountError(f"mount option {key} needs {what}, got {arg!r}") from None
     if number < low:
         raise MountError(f"mount option {key} must be >= {low}")
+    return number
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3,
+          "gib": 1024**3, "t": 1024**4, "tib": 1024**4, "kb": 1000, "mb": 1000**2,
+          "gb": 1000**3, "tb": 1000**4}
+
+
+def parse_size(text: str) -> int:
+    """A byte size: 4294967296, 4GiB, 512MiB, 4G (binary), 4GB (decimal); ValueError if not."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size (e.g. 4GiB, 512MiB, 1000000)")
+    number = int(float(match.group(1)) * _UNITS[unit])
+    if number <= 0:
+        raise ValueError("the size must be positive")
+    return number
+
+
+def _seconds(key: str, arg: str, low: float) -> float:
+    try:
+        number = float(arg)
+    except ValueError:
+        raise MountError(f"mount option {key} needs a number of seconds, got {arg!r}") from None
+    if not number >= low:
+        raise MountError(f"mount option {key} must be >= {low:g}")
     return number
 
 
@@ -134,6 +189,17 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                 if arg not in ("on", "off"):
                     raise MountError(f"mount option verify must be on or off, got {arg!r}")
                 opts.verify = arg == "on"
+            elif key == "cache_dir":
+                if not arg or "," in arg:
+                    raise MountError("mount option cache_dir needs a path without commas")
+                opts.cache_dir = os.path.abspath(os.path.expanduser(arg))
+            elif key == "cache_size":
+                try:
+                    opts.cache_size = parse_size(arg)
+                except ValueError as exc:
+                    raise MountError(f"mount option cache_size: {exc}") from None
+            elif key in ("refresh", "timeout"):
+                setattr(opts, key, _seconds(key, arg, 0.0 if key == "refresh" else 0.1))
             elif key == "aiida_db":
                 if not arg or "," in arg:
                     raise MountError("mount option aiida_db needs a path without commas")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -218,11 +217,6 @@ def human(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3,
-          "gib": 1024**3, "t": 1024**4, "tib": 1024**4, "kb": 1000, "mb": 1000**2,
-          "gb": 1000**3, "tb": 1000**4}
-
-
 class Size(click.ParamType[int]):
     """A byte size: 4294967296, 4GiB, 512MiB, 4G (binary), 4GB (decimal)."""
 
@@ -231,14 +225,12 @@ class Size(click.ParamType[int]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-        unit = match.group(2).lower() if match else None
-        if match is None or unit not in _UNITS:
-            self.fail(f"{value!r} is not a size (e.g. 4GiB, 512MiB, 1000000)", param, ctx)
-        number = int(float(match.group(1)) * _UNITS[unit])
-        if number <= 0:
-            self.fail("the size must be positive", param, ctx)
-        return number
+        from dosfs.options import parse_size
+
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def emit_json(data: Any) -> None:

@@ -42,11 +42,20 @@ def _options_help() -> str:
 def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
           aiida_db: str | None, foreground: bool, no_mtab: bool, ready_fd: int | None) -> None:
     """Mount CONTAINER at MOUNTPOINT; returns once the mount is ready (the daemon runs on in
-    the background, or attached with --foreground)."""
+    the background, or attached with --foreground).
+
+    CONTAINER may be s3://BUCKET/PREFIX, a container published with `dosfs push`: by-hash/ is
+    then read-only from the bucket (ranged GETs, a block cache on disk, every object verified
+    before it is served in full), and new generations are picked up every -o refresh=SECONDS
+    (files already open keep theirs). Endpoint and credentials come from AWS_ENDPOINT_URL,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/config."""
     from dosfs import mount as lifecycle
 
+    container: Path | str
     if len(args) == 2:
-        container, mountpoint = Path(args[0]), Path(args[1])
+        container, mountpoint = args[0], Path(args[1])
+        if not container.startswith("s3://"):
+            container = Path(container)
     elif len(args) == 1 and os.environ.get(CONTAINER_ENV):
         container, mountpoint = Path(os.environ[CONTAINER_ENV]), Path(args[0])
     elif len(args) == 1:

@@ -1,7 +1,9 @@
 """A bounded cache of fixed-size blocks of immutable remote objects: in memory, or on disk in
 `cache_dir` (files written whole then renamed, so concurrent readers never see a torn block).
 Blocks are keyed by object name and number; remote objects are never overwritten, so a cached
-block never goes stale. Eviction: least recently used, by bytes."""
+block never goes stale and several mounts may share one folder. Eviction: least recently used,
+by bytes. Reads take the range they need (a 128 KiB FUSE read of a cached 2 MiB block reads
+128 KiB)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class BlockCache:
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._mem: dict[tuple[str, int], bytes] = {}
         self._used = 0
+        self.hits = 0
+        self.misses = 0
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             for entry in os.scandir(folder):  # adopt what a previous run left
@@ -32,30 +36,49 @@ class BlockCache:
                         size = entry.stat().st_size
                         self._lru[(name, int(block))] = size
                         self._used += size
+                elif entry.name.startswith(".tmp"):  # a block a killed reader was writing
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        pass
             self._evict()
 
-    def _path(self, name: str, block: int) -> Path:
+    def _path(self, name: str, block: int) -> str:
         assert self.folder is not None
-        return self.folder / f"{name}-{block}"
+        return f"{self.folder}/{name}-{block}"
 
     @staticmethod
     def name(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
+    def __contains__(self, item: tuple[str, int]) -> bool:
+        return (self.name(item[0]), item[1]) in self._lru
+
     def get(self, key: str, block: int) -> bytes | None:
+        """The whole block, or None."""
+        return self.read(key, block, 0, BLOCK)
+
+    def read(self, key: str, block: int, lo: int, hi: int) -> bytes | None:
+        """Bytes [lo, hi) of a cached block (fewer at its end), or None when not cached."""
         k = (self.name(key), block)
         with self._lock:
             if k not in self._lru:
+                self.misses += 1
                 return None
             self._lru.move_to_end(k)
+            self.hits += 1
             if self.folder is None:
-                return self._mem[k]
+                return self._mem[k][lo:hi]
         try:
-            return self._path(*k).read_bytes()
-        except FileNotFoundError:
+            fd = os.open(self._path(*k), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # evicted by another process sharing the folder
             with self._lock:
                 self._used -= self._lru.pop(k, 0)
             return None
+        try:
+            return os.pread(fd, hi - lo, lo)
+        finally:
+            os.close(fd)
 
     def put(self, key: str, block: int, data: bytes) -> None:
         k = (self.name(key), block)
@@ -87,7 +110,7 @@ class BlockCache:
                 self._mem.pop(k, None)
             else:
                 try:
-                    self._path(*k).unlink()
+                    os.unlink(self._path(*k))
                 except FileNotFoundError:
                     pass
 

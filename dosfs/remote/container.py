@@ -1,31 +1,25 @@
 """RemoteContainer: the read API of Container over one published generation.
 
 Why it is a Container and not a copy of its readers: the generation's index snapshot is
-fetched into a private folder once, and the container engine reads it with a RemotePackStore
-behind its pack-store seam, so resolve, streams, bulk reads and verification are the same code
-as for a local container. Every read verifies by default: bytes from a server are not trusted.
+fetched into a private folder once (remote/generation.py), and the container engine reads it
+with a RemotePackStore behind its pack-store seam, so resolve, streams, bulk reads and
+verification are the same code as for a local container. Every read verifies by default:
+bytes from a server are not trusted.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import obstore
-
-from dosfs.container import Container
 from dosfs.container.config import Layout
 from dosfs.remote.cache import BlockCache
-from dosfs.remote.layout import Generation, read_head, remote_error
-from dosfs.remote.packstore import RemotePackStore
+from dosfs.remote.generation import OpenGeneration
+from dosfs.remote.layout import Generation, read_head
 from dosfs.remote.url import RemoteError, make_store, parse_url
 
 #: in-memory block cache when no cache_dir is given
@@ -49,26 +43,11 @@ class RemoteContainer:
         if generation is None:
             raise RemoteError(f"{self.url}: nothing published there (run 'dosfs push' first)")
         self.generation: Generation = generation
-        self._tmp = tempfile.mkdtemp(prefix="dosfs-remote-")
-        folder = Path(self._tmp) / "container"
-        self._fetch_index(folder)
         blocks = Path(cache_dir) if cache_dir is not None else None
         self.cache = BlockCache(cache_size, blocks)
-        self.packs = RemotePackStore(self.store, self.url, generation, self.cache)
-        self._container = Container(folder, pack_store=lambda _layout: self._pack_store())
-
-    def _pack_store(self) -> RemotePackStore:
-        return self.packs
-
-    def _fetch_index(self, folder: Path) -> None:
-        for sub in ("loose", "packs", "sandbox", "duplicates"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.generation.config))
-        try:
-            data = obstore.get(self.store, self.url.key(self.generation.index_key)).bytes()
-        except Exception as exc:
-            raise remote_error(exc, self.url) from exc
-        (folder / "packs.idx").write_bytes(zlib.decompress(bytes(data)))
+        self._open = OpenGeneration(self.store, self.url, generation, self.cache, timeout=timeout)
+        self.packs = self._open.packs
+        self._container = self._open.container
 
     # the read API (verify on by default: remote bytes are checked against their names)
     def get_object_content(self, hashkey: str, *, verify: bool = True) -> bytes:
@@ -110,8 +89,8 @@ class RemoteContainer:
         return self._container.layout
 
     def close(self) -> None:
-        self._container.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._open.close()
+        self.packs.pool.close()
 
     def __enter__(self) -> RemoteContainer:
         return self

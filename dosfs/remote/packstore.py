@@ -1,13 +1,24 @@
 """RemotePackStore: the pack-store seam (dosfs.container.packstore) served from a published
 generation. A pack is a list of immutable segments; `pread` maps a range onto them and reads
-whole cache blocks with ranged GETs, fetching the missing ones (and, when the reads are
-sequential, the next few) in parallel with one `get_ranges` call per segment."""
+whole cache blocks (2 MiB) with ranged GETs.
+
+Why a pool of fetchers: one GET stream from a gateway runs at a fraction of what several in
+parallel do, and a reader that waits for each block in turn leaves the link idle while it
+hashes and hands out bytes. So a read that continues where the previous one on the same pack
+ended (sequential, give or take the kernel's reordering) schedules the next PREFETCH_BLOCKS
+blocks in the background; a reader that needs a block already being fetched waits for that
+fetch instead of starting its own. Every wait is bounded by the store's timeout: a server that
+is down or stuck is EIO, never a hang.
+"""
 
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from collections.abc import Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import obstore
 from obstore.store import S3Store
@@ -16,7 +27,11 @@ from dosfs.remote.cache import BLOCK, BlockCache
 from dosfs.remote.layout import Generation, Segment, remote_error
 from dosfs.remote.url import RemoteURL
 
-PREFETCH_BLOCKS = 4
+log = logging.getLogger("dosfs.remote")
+
+#: blocks fetched ahead of a sequential reader (16 MiB), and GETs in flight at most
+PREFETCH_BLOCKS = 8
+FETCHERS = 8
 
 
 class RemotePackSource:
@@ -38,8 +53,10 @@ class RemotePackSource:
     def pread(self, size: int, offset: int) -> bytes:
         size = max(0, min(size, self._size - offset))
         with self._lock:
-            sequential = offset == self._next
-            self._next = offset + size
+            # The kernel issues readahead out of order across worker threads: "sequential"
+            # means near where the last read ended.
+            sequential = self._next >= 0 and abs(offset - self._next) <= 2 * BLOCK
+            self._next = max(self._next, offset + size) if sequential else offset + size
         out: list[bytes] = []
         start = 0
         for seg in self._segments:
@@ -53,16 +70,28 @@ class RemotePackSource:
 
 
 class RemotePackStore:
-    """Packs of one generation of `url`."""
+    """Packs of one generation of `url` (several generations may share `cache` and `pool`)."""
 
     def __init__(
-        self, store: S3Store, url: RemoteURL, generation: Generation, cache: BlockCache
+        self,
+        store: S3Store,
+        url: RemoteURL,
+        generation: Generation,
+        cache: BlockCache,
+        *,
+        timeout: float = 30.0,
+        pool: FetchPool | None = None,
     ) -> None:
         self.store = store
         self.url = url
         self.generation = generation
         self.cache = cache
-        self.requests = 0
+        self.timeout = timeout
+        self.pool = pool if pool is not None else FetchPool(store, url, cache)
+
+    @property
+    def requests(self) -> int:
+        return self.pool.requests
 
     def open(self, pack_id: int) -> RemotePackSource:
         segments = self.generation.packs.get(pack_id)
@@ -82,33 +111,85 @@ class RemotePackStore:
     def read_segment(self, seg: Segment, lo: int, hi: int, sequential: bool) -> bytes:
         """Bytes [lo, hi) of one segment, through the cache."""
         first, last = lo // BLOCK, (hi - 1) // BLOCK
-        nblocks = (seg.length + BLOCK - 1) // BLOCK
-        blocks: dict[int, bytes] = {}
-        missing = []
+        parts: list[bytes | Future[bytes]] = []
         for b in range(first, last + 1):
-            data = self.cache.get(seg.key, b)
-            if data is None:
-                missing.append(b)
-            else:
-                blocks[b] = data
-        if missing:
-            if sequential:
-                extra = range(last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks))
-                missing += [b for b in extra if self.cache.get(seg.key, b) is None]
-            starts = [b * BLOCK for b in missing]
-            ends = [min((b + 1) * BLOCK, seg.length) for b in missing]
+            blo = max(lo - b * BLOCK, 0)
+            bhi = min(hi - b * BLOCK, BLOCK)
+            data = self.cache.read(seg.key, b, blo, bhi)
+            parts.append(data if data is not None else self.pool.fetch(seg, b))
+        if sequential:
+            nblocks = (seg.length + BLOCK - 1) // BLOCK
+            for b in range(last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks)):
+                self.pool.prefetch(seg, b)
+        out = []
+        for b, part in zip(range(first, last + 1), parts, strict=True):
+            if isinstance(part, bytes):
+                out.append(part)
+                continue
             try:
-                got = obstore.get_ranges(
-                    self.store, self.url.key(seg.key), starts=starts, ends=ends, coalesce=BLOCK
-                )
+                block = part.result(timeout=self.timeout)
+            except FutureTimeout:
+                raise OSError(
+                    errno.EIO, f"{self.url}: no answer within {self.timeout:g} s"
+                ) from None
+            out.append(block[max(lo - b * BLOCK, 0) : min(hi - b * BLOCK, BLOCK)])
+        return b"".join(out)
+
+
+class FetchPool:
+    """Block fetches in flight, each block at most once at a time."""
+
+    def __init__(self, store: S3Store, url: RemoteURL, cache: BlockCache) -> None:
+        self.store = store
+        self.url = url
+        self.cache = cache
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, int], Future[bytes]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._warned = False
+
+    def fetch(self, seg: Segment, block: int) -> Future[bytes]:
+        """The block's bytes, fetched once however many readers ask."""
+        key = (seg.key, block)
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is None:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
+                future = self._executor.submit(self._get, seg, block)
+                self._inflight[key] = future
+            return future
+
+    def prefetch(self, seg: Segment, block: int) -> None:
+        if (seg.key, block) not in self.cache and (seg.key, block) not in self._inflight:
+            self.fetch(seg, block)
+
+    def _get(self, seg: Segment, block: int) -> bytes:
+        try:
+            start = block * BLOCK
+            end = min(start + BLOCK, seg.length)
+            try:
+                data = bytes(obstore.get_range(self.store, self.url.key(seg.key), start=start,
+                                               end=end))
             except Exception as exc:
                 raise OSError(errno.EIO, str(remote_error(exc, self.url))) from exc
+            if len(data) != end - start:
+                raise OSError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
             self.requests += 1
-            for b, chunk in zip(missing, got, strict=True):
-                raw = bytes(chunk)
-                self.cache.put(seg.key, b, raw)
-                if first <= b <= last:
-                    blocks[b] = raw
-        joined = b"".join(blocks[b] for b in range(first, last + 1))
-        base = first * BLOCK
-        return joined[lo - base : hi - base]
+            try:
+                self.cache.put(seg.key, block, data)
+            except OSError as exc:  # a full cache disk: serve the bytes, say it once
+                if not self._warned:
+                    self._warned = True
+                    log.warning("cache: cannot store blocks (%s); reading from %s only", exc,
+                                self.url)
+            return data
+        finally:
+            with self._lock:
+                self._inflight.pop((seg.key, block), None)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

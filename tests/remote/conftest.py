@@ -8,6 +8,7 @@ Fixtures:
   helpers ``store(bucket)`` (an obstore S3Store configured explicitly), ``request(...)`` (a raw
   SigV4-signed HTTP request, for what a client library does not offer), ``create_bucket(name)``,
   ``delete_bucket(name)``.
+- ``aws_env`` (function): the server's AWS_* variables set in the environment.
 - ``bucket`` (function): a fresh, created, uniquely named bucket; afterwards its objects, object
   versions, unfinished multipart uploads and the bucket itself are deleted.
 
@@ -41,6 +42,8 @@ from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
 
 import pytest
+
+from tests.fs.conftest import _sweep_leftover_mounts, fuse, mount  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "scripts" / "s3-server"
@@ -351,3 +354,11 @@ def bucket(s3_server: S3Server) -> Iterator[str]:
         yield name
     finally:
         s3_server.delete_bucket(name)
+
+
+@pytest.fixture
+def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The standard AWS_* variables of the test server in this process (and its children)."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    yield

@@ -1,15 +1,14 @@
 """push a local container to the real S3 gateway, read it back with RemoteContainer.
 
-The remote tier is unfinished (issue 12: no CLI, mount or pull yet); these tests pin down what
-exists: a generation is published whole, a second push sends nothing new, every object (packed
-and loose) reads back verified, and a corrupted remote byte is an error, never data."""
+A generation is published whole, a second push sends nothing new, every object (packed and
+loose) reads back verified, a corrupted remote byte is an error, never data, and pull makes a
+container disk-objectstore validates. The s3 mount is tested in test_mount_s3.py."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
@@ -21,13 +20,6 @@ from dosfs.remote.pull import pull
 from dosfs.remote.push import push
 from dosfs.remote.url import RemoteError
 from tests.remote.conftest import S3Server
-
-
-@pytest.fixture
-def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in s3_server.env.items():
-        monkeypatch.setenv(key, value)
-    yield
 
 
 def _container(folder: Path) -> dict[str, bytes]:

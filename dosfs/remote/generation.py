@@ -1,0 +1,72 @@
+"""One published generation opened for reading: its index snapshot fetched into a private
+folder, and a dosfs Container over it whose pack store is remote.
+
+Why a Container: resolve, streams, bulk reads and verification are then the same code as for a
+local container (the engine's readers never fork into a remote copy). RemoteContainer opens one
+generation; the s3 mount (remote/engine.py) opens each new one it sees and retires the old.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+import obstore
+from obstore.store import S3Store
+
+from dosfs.container import Container
+from dosfs.remote.cache import BlockCache
+from dosfs.remote.layout import Generation, remote_error
+from dosfs.remote.packstore import FetchPool, RemotePackStore
+from dosfs.remote.url import RemoteURL
+
+#: SQLite page cache per connection of a generation's index (KiB), as the local daemon's
+INDEX_CACHE_KIB = 1024
+
+
+class OpenGeneration:
+    """A generation's index (a private copy) and the Container reading it."""
+
+    def __init__(
+        self,
+        store: S3Store,
+        url: RemoteURL,
+        generation: Generation,
+        cache: BlockCache,
+        *,
+        timeout: float,
+        pool: FetchPool | None = None,
+        index_cache_kib: int | None = None,
+    ) -> None:
+        self.generation = generation
+        self.number = generation.number
+        self._tmp = tempfile.mkdtemp(prefix=f"dosfs-remote-{generation.number}-")
+        folder = Path(self._tmp) / "container"
+        try:
+            _fetch_index(store, url, generation, folder)
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+        self.packs = RemotePackStore(store, url, generation, cache, timeout=timeout, pool=pool)
+        kwargs = {} if index_cache_kib is None else {"index_cache_kib": index_cache_kib}
+        self.container = Container(folder, pack_store=lambda _layout: self.packs, **kwargs)
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _fetch_index(store: S3Store, url: RemoteURL, generation: Generation, folder: Path) -> None:
+    for sub in ("loose", "packs", "sandbox", "duplicates"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(generation.config))
+    try:
+        data = obstore.get(store, url.key(generation.index_key)).bytes()
+    except Exception as exc:
+        raise remote_error(exc, url) from exc
+    (folder / "packs.idx").write_bytes(zlib.decompress(bytes(data)))

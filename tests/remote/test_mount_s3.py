@@ -1,0 +1,212 @@
+"""`dosfs mount s3://…` through a real mount against the real gateway: by-hash/ read-only with
+the bytes of the published generation (verified), EROFS for writes, a bounded block cache, new
+generations picked up while open files keep theirs, a wrong byte from the server is EIO (the
+daemon keeps serving), a server that is down or silent is EIO within the timeout and served
+again once it is back, and bad input is one clear line from `dosfs mount`."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import obstore
+import pytest
+
+from dosfs.container import Container
+from dosfs.remote.layout import read_head
+from dosfs.remote.push import push
+from dosfs.remote.url import make_store, parse_url
+from tests.fs.conftest import DOSFS, Mounted, wait_for
+from tests.remote.conftest import S3Server
+from tests.remote.tcpproxy import FaultProxy
+
+MiB = 1024 * 1024
+
+
+def _make(folder: Path) -> dict[str, bytes]:
+    objects: dict[str, bytes] = {}
+    with Container(folder) as c:
+        c.init_container()
+        for data in [b"", b"x", os.urandom(1000), os.urandom(300_000), os.urandom(9 * MiB)]:
+            objects[c.add_objects_to_pack([data])[0]] = data
+        packed_z = os.urandom(1000) * 3000  # 3 MB that compresses
+        objects[c.add_objects_to_pack([packed_z], compress=True)[0]] = packed_z
+        loose = os.urandom(5000)
+        objects[c.add_object(loose)] = loose
+    return objects
+
+
+def _read(path: Path) -> bytes:
+    return subprocess.run(["cat", str(path)], check=True, capture_output=True).stdout
+
+
+def _cat_error(path: Path, timeout: float = 60) -> str:
+    r = subprocess.run(["cat", str(path)], capture_output=True, text=False, timeout=timeout)
+    assert r.returncode != 0, "read should have failed"
+    return r.stderr.decode()
+
+
+@pytest.fixture
+def published(tmp_path: Path, bucket: str, aws_env: None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    objects = _make(tmp_path / "c")
+    target = f"s3://{bucket}/group/repo"
+    push(tmp_path / "c", target)
+    yield target, objects
+
+
+def test_serves_every_object_verified_and_refuses_writes(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    target, objects = published
+    cache = tmp_path / "cache"
+    m = mount(target, f"cache_dir={cache}", "cache_size=4MiB", "refresh=0")
+    assert sorted(os.listdir(m.by_hash)) == sorted(objects)
+    for h, data in objects.items():
+        assert _read(m.by_hash / h) == data, h
+        assert os.stat(m.by_hash / h).st_size == len(data)
+    big = max(objects, key=lambda h: len(objects[h]))
+    out = subprocess.run(
+        ["getfattr", "--only-values", "-n", "user.dosfs.hash", str(m.by_hash / big)],
+        check=True, capture_output=True, text=True).stdout
+    assert out.strip() == big
+    # dd with an offset: a ranged read in the middle of the 9 MiB object
+    got = subprocess.run(["dd", f"if={m.by_hash / big}", "bs=4096", "skip=1000", "count=3",
+                          "status=none"], check=True, capture_output=True).stdout
+    assert got == objects[big][4096 * 1000 : 4096 * 1003]
+    # the cache keeps to its bound (whole 2 MiB blocks)
+    held = sum(f.stat().st_size for f in cache.iterdir() if f.is_file())
+    assert 0 < held <= 4 * MiB
+    # read-only: EROFS for writes anywhere, ENOENT for an unknown hash
+    for path in (m.incoming / "new", m.by_hash / ("0" * 64 + "x")):
+        with pytest.raises(OSError) as info:
+            path.write_bytes(b"data")
+        assert info.value.errno in (errno.EROFS, errno.EACCES), path
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.by_hash / ("f" * 64))
+    line = next(x for x in Path("/proc/mounts").read_text().splitlines() if f" {m.path} " in x)
+    assert line.split()[3].split(",")[0] == "ro"
+
+
+def test_new_generation_while_an_open_file_keeps_its_own(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    target, objects = published
+    big = max(objects, key=lambda h: len(objects[h]))
+    m = mount(target, f"cache_dir={tmp_path / 'cache'}", "refresh=0.2")
+    with open(m.by_hash / big, "rb", buffering=0) as f:
+        head = f.read(1 * MiB)
+        # the publisher moves everything: objects deleted, the rest repacked into new packs,
+        # a new object added; then a push publishes generation 2
+        with Container(tmp_path / "c") as c:
+            gone = [h for h in objects if h != big and len(objects[h]) == 1000]
+            c.delete_objects(gone)
+            c.pack_all_loose()
+            c.clean_storage()
+            c.repack()
+            new = c.add_object(b"only in generation 2")
+        assert push(tmp_path / "c", target).generation == 2
+        wait_for(lambda: os.path.exists(m.by_hash / new), what="generation 2 in the mount")
+        assert _read(m.by_hash / new) == b"only in generation 2"
+        rest = f.read()  # the handle opened in generation 1 reads on, every byte right
+    assert head + rest == objects[big]
+    assert _read(m.by_hash / big) == objects[big]  # opened anew: generation 2's segments
+    assert "now serving generation 2" in m.log_text()
+
+
+def _corrupt(store: object, target: str, folder: Path, hashkey: str) -> None:
+    """Flip one byte of `hashkey` in the bucket's copy (a server handing out wrong bytes)."""
+    url = parse_url(target)
+    with Container(folder) as c:
+        meta = c.get_object_meta(hashkey)
+    generation = read_head(make_store(url), url)
+    assert generation is not None and meta.pack_id is not None
+    where = meta.pack_offset + meta.pack_length // 2
+    start = 0
+    for seg in generation.packs[meta.pack_id]:
+        if start <= where < start + seg.length:
+            key = url.key(seg.key)
+            data = bytearray(obstore.get(store, key).bytes())  # type: ignore[arg-type]
+            data[where - start] ^= 0x01
+            obstore.put(store, key, bytes(data))  # type: ignore[arg-type]
+            return
+        start += seg.length
+    raise AssertionError("no segment holds the object")
+
+
+def test_a_wrong_byte_from_the_server_is_eio_and_the_daemon_keeps_serving(
+    tmp_path: Path, bucket: str, published: tuple[str, dict[str, bytes]], s3_server: S3Server,
+    mount: Callable[..., Mounted],
+) -> None:
+    target, objects = published
+    big = max(objects, key=lambda h: len(objects[h]))
+    small = next(h for h in objects if len(objects[h]) == 300_000)
+    _corrupt(s3_server.store(bucket), target, tmp_path / "c", big)
+    _corrupt(s3_server.store(bucket), target, tmp_path / "c", small)
+    m = mount(target, f"cache_dir={tmp_path / 'cache'}", "refresh=0")
+    m.expect_errors = True
+    for h in (big, small):
+        assert "Input/output error" in _cat_error(m.by_hash / h)
+        assert h in m.log_text()
+    for h, data in objects.items():
+        if h not in (big, small):
+            assert _read(m.by_hash / h) == data  # the others are served, verified
+
+
+def test_server_down_or_silent_is_eio_within_the_timeout_then_served_again(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], s3_server: S3Server,
+    mount: Callable[..., Mounted], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target, objects = published
+    proxy = FaultProxy(s3_server.endpoint)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        m = mount(target, f"cache_dir={tmp_path / 'cache'}", "timeout=1", "refresh=0")
+        m.expect_errors = True
+        big = max(objects, key=lambda h: len(objects[h]))
+        first = next(h for h in objects if len(objects[h]) == 1000)
+        assert _read(m.by_hash / first) == objects[first]  # its block is now cached
+        for mode in ("refuse", "hang"):
+            proxy.set_mode(mode)
+            start = time.monotonic()
+            assert "Input/output error" in _cat_error(m.by_hash / big)
+            assert time.monotonic() - start < 30, mode  # bounded: never hangs
+            assert m.is_mounted() and os.listdir(m.path)  # the daemon keeps serving
+            assert _read(m.by_hash / first) == objects[first]  # from the cache
+            proxy.set_mode("pass")
+            assert hashlib.sha256(_read(m.by_hash / big)).hexdigest() == big  # back: served
+            # forget the cached blocks: the next mode must reach the server again
+            for f in (tmp_path / "cache").iterdir():
+                f.unlink()
+            m.unmount()
+            m = mount(target, f"cache_dir={tmp_path / 'cache'}", "timeout=1", "refresh=0",
+                      name=f"mnt-{mode}")
+            m.expect_errors = True
+            assert _read(m.by_hash / first) == objects[first]
+    finally:
+        proxy.close()
+
+
+def test_mount_errors_are_one_clear_line(
+    tmp_path: Path, bucket: str, aws_env: None, fuse: None
+) -> None:
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    cases = [
+        ([f"s3://{bucket}/nothing-here", str(mp)], "nothing published"),
+        (["s3://dosfs-no-such-bucket-anywhere/x", str(mp)], "does not exist|nothing published"),
+        ([str(tmp_path), str(mp), "-o", "cache_size=1GiB"], "only for s3://|container"),
+        ([f"s3://{bucket}/x", str(mp), "-o", "cache_size=lots"], "not a size"),
+    ]
+    for args, expected in cases:
+        r = subprocess.run([*DOSFS, "mount", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode in (1, 2), (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dosfs: error:"), r.stderr
+        assert re.search(expected, lines[0]), (expected, lines[0])
+        assert not os.path.ismount(mp)
