@@ -29,9 +29,13 @@ from dosfs.remote.url import RemoteURL
 
 log = logging.getLogger("dosfs.remote")
 
-#: blocks fetched ahead of a sequential reader (16 MiB), and GETs in flight at most
-PREFETCH_BLOCKS = 8
-FETCHERS = 8
+#: blocks fetched ahead of a sequential reader (64 MiB), blocks per GET (16 MiB), GETs in
+#: flight at most
+PREFETCH_BLOCKS = 48
+SPAN_BLOCKS = 16
+FETCHERS = 3
+#: stream pieces handed over by the client while a GET runs
+CHUNK = 256 * 1024
 
 
 class RemotePackSource:
@@ -111,21 +115,27 @@ class RemotePackStore:
     def read_segment(self, seg: Segment, lo: int, hi: int, sequential: bool) -> bytes:
         """Bytes [lo, hi) of one segment, through the cache."""
         first, last = lo // BLOCK, (hi - 1) // BLOCK
-        parts: list[bytes | Future[bytes]] = []
+        parts: list[bytes | int | Future[bytes]] = []
         for b in range(first, last + 1):
             blo = max(lo - b * BLOCK, 0)
             bhi = min(hi - b * BLOCK, BLOCK)
             data = self.cache.read(seg.key, b, blo, bhi)
-            parts.append(data if data is not None else self.pool.fetch(seg, b))
+            parts.append(b if data is None else data)
+        missing = [p for p in parts if isinstance(p, int)]
+        if missing:
+            lo_b, hi_b = missing[0], missing[-1] + 1
+            futures = dict(zip(range(lo_b, hi_b), self.pool.fetch_run(seg, lo_b, hi_b),
+                               strict=True))
+            parts = [futures[p] if isinstance(p, int) else p for p in parts]
         if sequential:
             nblocks = (seg.length + BLOCK - 1) // BLOCK
-            for b in range(last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks)):
-                self.pool.prefetch(seg, b)
+            self.pool.prefetch(seg, last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks))
         out = []
         for b, part in zip(range(first, last + 1), parts, strict=True):
             if isinstance(part, bytes):
                 out.append(part)
                 continue
+            assert isinstance(part, Future)
             try:
                 block = part.result(timeout=self.timeout)
             except FutureTimeout:
@@ -137,7 +147,9 @@ class RemotePackStore:
 
 
 class FetchPool:
-    """Block fetches in flight, each block at most once at a time."""
+    """Block fetches in flight, each block at most once at a time. A run of neighbouring blocks
+    is one GET streamed block by block (a gateway serves one long GET far faster than many
+    short ones); each block's waiters are woken as soon as its bytes are in."""
 
     def __init__(self, store: S3Store, url: RemoteURL, cache: BlockCache) -> None:
         self.store = store
@@ -151,43 +163,96 @@ class FetchPool:
 
     def fetch(self, seg: Segment, block: int) -> Future[bytes]:
         """The block's bytes, fetched once however many readers ask."""
-        key = (seg.key, block)
+        return self.fetch_run(seg, block, block + 1)[0]
+
+    def fetch_run(self, seg: Segment, first: int, end: int) -> list[Future[bytes]]:
+        """Futures of blocks [first, end); those not in flight yet are fetched in runs of at
+        most SPAN_BLOCKS, one GET each."""
+        futures: list[Future[bytes]] = []
+        todo: list[int] = []
         with self._lock:
-            future = self._inflight.get(key)
-            if future is None:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
-                future = self._executor.submit(self._get, seg, block)
-                self._inflight[key] = future
-            return future
+            for b in range(first, end):
+                future = self._inflight.get((seg.key, b))
+                if future is None:
+                    future = Future()
+                    self._inflight[(seg.key, b)] = future
+                    todo.append(b)
+                futures.append(future)
+            if todo and self._executor is None:
+                self._executor = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
+            runs: list[list[int]] = []
+            for b in todo:
+                if runs and runs[-1][-1] == b - 1 and len(runs[-1]) < SPAN_BLOCKS:
+                    runs[-1].append(b)
+                else:
+                    runs.append([b])
+            for run in runs:
+                assert self._executor is not None
+                self._executor.submit(self._get_run, seg, run[0], run[-1] + 1)
+        return futures
 
-    def prefetch(self, seg: Segment, block: int) -> None:
-        if (seg.key, block) not in self.cache and (seg.key, block) not in self._inflight:
-            self.fetch(seg, block)
+    def prefetch(self, seg: Segment, first: int, end: int) -> None:
+        """Fetch what of blocks [first, end) is neither cached nor in flight, in whole spans
+        (a run shorter than SPAN_BLOCKS waits for the reader to move on, unless it ends the
+        segment): one long GET rather than one per block."""
+        last_block = (seg.length - 1) // BLOCK
+        wanted = [b for b in range(first, end)
+                  if (seg.key, b) not in self._inflight and (seg.key, b) not in self.cache]
+        i = 0
+        while i < len(wanted):
+            j = i
+            while j + 1 < len(wanted) and wanted[j + 1] == wanted[j] + 1:
+                j += 1
+            if j - i + 1 >= SPAN_BLOCKS or wanted[j] == last_block:
+                self.fetch_run(seg, wanted[i], wanted[j] + 1)
+            i = j + 1
 
-    def _get(self, seg: Segment, block: int) -> bytes:
+    def _get_run(self, seg: Segment, first: int, end: int) -> None:
+        start = first * BLOCK
+        stop = min(end * BLOCK, seg.length)
+        block = done = first
+        pending: list[memoryview] = []
+        have = 0
         try:
-            start = block * BLOCK
-            end = min(start + BLOCK, seg.length)
             try:
-                data = bytes(obstore.get_range(self.store, self.url.key(seg.key), start=start,
-                                               end=end))
+                self.requests += 1
+                result = obstore.get(self.store, self.url.key(seg.key),
+                                     options={"range": (start, stop)})
+                for chunk in result.stream(min_chunk_size=CHUNK):
+                    view = memoryview(chunk)
+                    while view.nbytes and block < end:
+                        need = min(BLOCK, stop - block * BLOCK) - have
+                        pending.append(view[:need])
+                        have += min(need, view.nbytes)
+                        view = view[need:]
+                        if have == min(BLOCK, stop - block * BLOCK):
+                            self._deliver(seg, block, b"".join(pending))
+                            pending, have = [], 0
+                            block += 1
+                            done = block
             except Exception as exc:
                 raise OSError(errno.EIO, str(remote_error(exc, self.url))) from exc
-            if len(data) != end - start:
+            if done < end:
                 raise OSError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
-            self.requests += 1
-            try:
-                self.cache.put(seg.key, block, data)
-            except OSError as exc:  # a full cache disk: serve the bytes, say it once
-                if not self._warned:
-                    self._warned = True
-                    log.warning("cache: cannot store blocks (%s); reading from %s only", exc,
-                                self.url)
-            return data
-        finally:
+        except OSError as exc:
             with self._lock:
-                self._inflight.pop((seg.key, block), None)
+                failed = [self._inflight.pop((seg.key, b), None) for b in range(done, end)]
+            for future in failed:
+                if future is not None:
+                    future.set_exception(exc)
+
+    def _deliver(self, seg: Segment, block: int, data: bytes) -> None:
+        try:
+            self.cache.put(seg.key, block, data)
+        except OSError as exc:  # a full cache disk: serve the bytes, say it once
+            if not self._warned:
+                self._warned = True
+                log.warning("cache: cannot store blocks (%s); reading from %s only", exc,
+                            self.url)
+        with self._lock:
+            future = self._inflight.pop((seg.key, block), None)
+        if future is not None:
+            future.set_result(data)
 
     def close(self) -> None:
         if self._executor is not None:
