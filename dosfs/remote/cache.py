@@ -80,6 +80,21 @@ class BlockCache:
         finally:
             os.close(fd)
 
+    def willneed(self, key: str, block: int) -> None:
+        """Start reading a cached block from disk now (a sequential reader is about to need
+        it): each block is a file of its own, so the kernel's readahead stops at its end."""
+        k = (self.name(key), block)
+        if self.folder is None or k not in self._lru:
+            return
+        try:
+            fd = os.open(self._path(*k), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
     def put(self, key: str, block: int, data: bytes) -> None:
         k = (self.name(key), block)
         if self.folder is not None:

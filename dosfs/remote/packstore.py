@@ -34,6 +34,8 @@ log = logging.getLogger("dosfs.remote")
 PREFETCH_BLOCKS = 48
 SPAN_BLOCKS = 16
 FETCHERS = 3
+#: cached blocks a sequential reader asks the kernel to read ahead from the cache disk
+READAHEAD_BLOCKS = 4
 #: stream pieces handed over by the client while a GET runs
 CHUNK = 256 * 1024
 
@@ -130,6 +132,8 @@ class RemotePackStore:
         if sequential:
             nblocks = (seg.length + BLOCK - 1) // BLOCK
             self.pool.prefetch(seg, last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks))
+            for b in range(last + 1, min(last + 1 + READAHEAD_BLOCKS, nblocks)):
+                self.cache.willneed(seg.key, b)
         out = []
         for b, part in zip(range(first, last + 1), parts, strict=True):
             if isinstance(part, bytes):

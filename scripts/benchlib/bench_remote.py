@@ -10,6 +10,7 @@ import os
 import resource
 import time
 
+import bench_remote_mount  # type: ignore[import-not-found]
 import obstore
 
 from dosfs.container import Container
@@ -24,6 +25,8 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--pack-mib", type=int, default=512)
     ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--mount-mib", type=int, default=1024,
+                    help="size of the object read through the s3 mount (0: skip)")
     args = ap.parse_args()
     create_bucket("bench")
     store = make_store(parse_url("s3://bench/x"))
@@ -92,6 +95,8 @@ def main() -> None:
           f"(from {singles} timed): {per * args.small / t_bulk:.0f}x (target >= 20x)")
     print(f"remote.index      snapshot of {args.small} objects: {index / 1024:.0f} KiB zlib'ed "
           f"({index / args.small:.0f} B/object), fetched and opened in {t_open * 1e3:.0f} ms")
+    if args.mount_mib:
+        bench_remote_mount.run(args.work, "bench", args.mount_mib)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process {peak:.0f} MiB")
 
