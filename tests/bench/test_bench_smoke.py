@@ -130,3 +130,32 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
         pytest.skip(f"mount and daemon figures not run: {reason}")
     if no_aiida:
         pytest.skip(f"views figures not run: {no_aiida}")
+
+
+@pytest.mark.slow
+def test_bench_remote_tiny() -> None:
+    """scripts/bench-remote on tiny sizes: its own server up and down, every figure printed with
+    numbers, the s3 mount's included (the issue's figures must not rot)."""
+    from tests.remote.conftest import s3_unavailable
+
+    reason = s3_unavailable() or fuse_missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench-remote"), "--pack-mib", "64", "--small", "200",
+         "--mount-mib", "16"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    figures = {line.split()[0]: line for line in lines if line.startswith("remote.")}
+    assert sorted(figures) == sorted(["remote.push", "remote.read", "remote.bulk_small",
+                                      "remote.index", "remote.mount_first", "remote.mount_cached",
+                                      "remote.mount_rss"])
+    for key in ("remote.push", "remote.read", "remote.mount_first", "remote.mount_cached"):
+        ratio = float(figures[key].split(": ")[-1].split("x")[0])
+        assert ratio > 0, figures[key]
+    with open("/proc/mounts") as f:
+        assert "mnt-s3-" not in f.read()
