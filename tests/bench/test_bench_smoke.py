@@ -144,7 +144,7 @@ def test_bench_remote_tiny() -> None:
             pytest.fail(reason)
         pytest.skip(reason)
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "bench-remote"), "--pack-mib", "64", "--small", "200",
+        [str(ROOT / "scripts" / "bench"), "remote", "--pack-mib", "64", "--small", "200",
          "--mount-mib", "16"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
