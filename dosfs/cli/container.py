@@ -22,6 +22,7 @@ from dosfs.cli.frame import (
     split_container,
 )
 
+AWS_HELP_SHORT = "endpoint and credentials come from the AWS variables, as for push."
 COMPRESSION_LEVELS = [f"zlib+{i}" for i in range(1, 10)]
 _COMPRESS = click.Choice(["no", "yes", "auto"])
 
@@ -155,12 +156,24 @@ def cat(args: tuple[str, ...]) -> None:
     out.flush()
 
 
-@click.command(epilog=ENV_HELP)
-@container_argument
+@click.command(epilog=ENV_HELP + " For s3:// URLs: " + AWS_HELP_SHORT)
+@click.argument("container", envvar=CONTAINER_ENV, metavar="CONTAINER|s3://BUCKET/PREFIX")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(container: Path, as_json: bool) -> None:
-    """Counts and sizes of a container."""
-    c = open_container(container)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="s3:// only: seconds before one request to the server gives up.")
+def status(container: str, as_json: bool, timeout: float) -> None:
+    """Counts and sizes of a container, or of what is published at s3://BUCKET/PREFIX.
+
+    For s3://: the current generation (number, creation time in UTC), its object count, packs,
+    segments and their bytes, the index snapshot's size, the generations in the bucket and
+    which of them the next push prunes (default grace 24 h).
+    """
+    if container.startswith("s3://"):
+        from dosfs.cli.remote import remote_status
+
+        remote_status(container, timeout=timeout, as_json=as_json)
+        return
+    c = open_container(Path(container))
     count, size, config = c.count_objects(), c.get_total_size(), c.config
     info = {
         "folder": str(c.folder),

@@ -71,3 +71,22 @@ def pull(target: str, dest: Path, timeout: float, as_json: bool) -> None:
         return
     click.echo(f"{dest}: generation {report.generation}: fetched {report.fetched} objects "
                f"({human(report.fetched_bytes)}), {report.already_here} already there")
+
+
+def remote_status(target: str, *, timeout: float, as_json: bool) -> None:
+    """`dosfs status s3://…` (the status command dispatches here)."""
+    from dosfs.remote.status import status as run_status
+
+    st = run_status(target, timeout=timeout)
+    if as_json:
+        emit_json(st.to_json())
+        return
+    size = "" if st.objects_size is None else f" ({human(st.objects_size)})"
+    click.echo(f"remote      {st.url} ({st.container_id})")
+    click.echo(f"generation  {st.generation}, created {st.created}")
+    click.echo(f"objects     {st.objects}{size}")
+    click.echo(f"packs       {st.packs} in {st.segments} segment(s), {human(st.segments_bytes)}")
+    click.echo(f"index       {human(st.index_size)} (zlib'ed snapshot)")
+    click.echo(f"config      {st.hash_type}, {st.compression_algorithm}")
+    doomed = ", ".join(map(str, st.prune_candidates)) or "none"
+    click.echo(f"generations {', '.join(map(str, st.generations))} (next prune deletes: {doomed})")

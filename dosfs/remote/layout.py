@@ -38,8 +38,13 @@ class Generation:
     local: dict[int, dict[str, int]]  # pack id -> {"ino", "length"} (push's plan)
     created: float
     rows_digest: str = ""
+    #: rows in the index snapshot and the sum of their sizes; None in generations written
+    #: before these fields existed (readers then count the snapshot's rows)
+    objects: int | None = None
+    size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra = {} if self.objects is None else {"objects": self.objects, "bytes": self.size}
         return {
             "format": FORMAT,
             "generation": self.number,
@@ -50,6 +55,7 @@ class Generation:
             "packs": {str(p): [[s.key, s.length] for s in segs] for p, segs in self.packs.items()},
             "local": {str(p): v for p, v in self.local.items()},
             "rows_digest": self.rows_digest,
+            **extra,
         }
 
     @classmethod
@@ -67,6 +73,8 @@ class Generation:
             local={int(p): v for p, v in data.get("local", {}).items()},
             created=float(data["created"]),
             rows_digest=str(data.get("rows_digest", "")),
+            objects=None if data.get("objects") is None else int(data["objects"]),
+            size=None if data.get("bytes") is None else int(data["bytes"]),
         )
 
     def segment_keys(self) -> set[str]:

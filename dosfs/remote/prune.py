@@ -1,51 +1,77 @@
 """Pruning: generations older than the grace period (never the current one or the one before),
 then segments that no kept generation names and that are older than the grace period, so a
-mount that opened an old generation keeps reading it for at least `grace` seconds."""
+mount that opened an old generation keeps reading it for at least `grace` seconds.
+
+`plan` says what would go without deleting anything (`dosfs status s3://…` shows it)."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import obstore
 from obstore.store import S3Store
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
 
 from dosfs.remote.layout import Generation, generation_key
 from dosfs.remote.url import RemoteURL
 
 
+@dataclass
+class Plan:
+    numbers: list[int]  # generations present (a .json or an .idx under generations/)
+    doomed: list[int]  # generations a prune would delete now
+    keep: list[Generation] = field(default_factory=list)
+    listed: list[ObjectMeta] = field(default_factory=list)  # the generations/ listing
+
+
+def _load(store: S3Store, url: RemoteURL, n: int) -> Generation | None:
+    try:
+        data = bytes(obstore.get(store, url.key(generation_key(n, "json"))).bytes())
+        return Generation.from_json(json.loads(data))
+    except Exception:  # noqa: BLE001 - no json (a killed push) or a torn one: nothing to keep
+        return None
+
+
+def plan(
+    store: S3Store, url: RemoteURL, current: Generation, grace: float, now: float | None = None
+) -> Plan:
+    """Which generations are present and which of them a prune would delete."""
+    now = time.time() if now is None else now
+    listed = [m for batch in obstore.list(store, prefix=url.key("generations/")) for m in batch]
+    numbers = sorted({int(m["path"].rsplit("/", 1)[1].split(".")[0]) for m in listed})
+    result = Plan(numbers=numbers, doomed=[], keep=[current], listed=listed)
+    for n in numbers:
+        if n == current.number:
+            continue
+        gen = _load(store, url, n)
+        if n >= current.number - 1:
+            if gen is not None:
+                result.keep.append(gen)
+            continue
+        if gen is not None and now - gen.created < grace:
+            result.keep.append(gen)
+            continue
+        result.doomed.append(n)
+    return result
+
+
 def prune(store: S3Store, url: RemoteURL, current: Generation, grace: float) -> int:
     """Delete what is no longer needed; returns how many objects were deleted."""
     now = time.time()
-    listed = [m for batch in obstore.list(store, prefix=url.key("generations/")) for m in batch]
-    numbers = sorted({int(m["path"].rsplit("/", 1)[1].split(".")[0]) for m in listed})
-    keep: list[Generation] = [current]
-    doomed: list[str] = []
-    for n in numbers:
-        if n >= current.number - 1:
-            if n != current.number:
-                try:
-                    data = bytes(obstore.get(store, url.key(generation_key(n, "json"))).bytes())
-                    keep.append(Generation.from_json(json.loads(data)))
-                except Exception:  # noqa: BLE001 - a torn older generation: nothing to keep
-                    pass
-            continue
-        try:
-            data = bytes(obstore.get(store, url.key(generation_key(n, "json"))).bytes())
-            gen = Generation.from_json(json.loads(data))
-        except Exception:  # noqa: BLE001 - no json (a killed push): only the age counts
-            gen = None
-        if gen is not None and now - gen.created < grace:
-            keep.append(gen)
-            continue
-        doomed += [url.key(generation_key(n, "json")), url.key(generation_key(n, "idx"))]
-    wanted = {url.key(k) for g in keep for k in g.segment_keys()}
+    p = plan(store, url, current, grace, now)
+    doomed = [url.key(generation_key(n, ext)) for n in p.doomed for ext in ("json", "idx")]
+    wanted = {url.key(k) for g in p.keep for k in g.segment_keys()}
     for batch in obstore.list(store, prefix=url.key("segments/")):
         for m in batch:
             age = now - m["last_modified"].timestamp()
             if m["path"] not in wanted and age >= grace:
                 doomed.append(m["path"])
-    existing = {m["path"] for m in listed}
+    existing = {m["path"] for m in p.listed}
     doomed = [d for d in doomed if d in existing or "/segments/" in f"/{d}"]
     if doomed:
         obstore.delete(store, doomed)

@@ -243,7 +243,7 @@ def _publish(
         if progress:
             progress(done, total)
     report.segments = [s.key for segs in packs.values() for s in segs]
-    digest = _rows_digest(idx)
+    digest, objects, size = _rows_digest(idx)
     if prev and prev.packs == packs and prev.rows_digest == digest:
         report.generation = prev.number
         report.unchanged = True
@@ -258,6 +258,8 @@ def _publish(
         local=local,
         created=time.time(),
         rows_digest=digest,
+        objects=objects,
+        size=size,
     )
     obstore.put(store, url.key(gen.index_key), blob, chunk_size=CHUNK, max_concurrency=CONCURRENCY)
     obstore.put(
@@ -274,15 +276,19 @@ def _publish(
     return report
 
 
-def _rows_digest(idx: str) -> str:
+def _rows_digest(idx: str) -> tuple[str, int, int]:
+    """The digest of the snapshot's rows, their count and the sum of their sizes."""
     db = sqlite3.connect(idx)
     try:
         h = hashlib.sha256()
+        count = size = 0
         for row in db.execute(
             "SELECT hashkey, compressed, size, offset, length, pack_id FROM "
             "db_object ORDER BY hashkey"
         ):
             h.update(repr(row).encode())
-        return h.hexdigest()
+            count += 1
+            size += row[2]
+        return h.hexdigest(), count, size
     finally:
         db.close()
