@@ -80,6 +80,30 @@ def snapshot_timings(target: str, repeat: int) -> dict[str, Any]:
             "index_inflate_s": statistics.median(inflate_s)}
 
 
+def stream_probe(target: str, folder: Path) -> dict[str, Any]:
+    """Own process: the snapshot fetched and inflated chunk by chunk into a file (what a
+    streaming fetch would cost; RemoteContainer holds the whole blob today)."""
+    import obstore
+
+    from dosfs.remote.layout import read_head
+    from dosfs.remote.url import make_store, parse_url
+
+    url = parse_url(target)
+    store = make_store(url, timeout=120.0)
+    gen = read_head(store, url)
+    assert gen is not None
+    t = time.perf_counter()
+    inflate = zlib.decompressobj()
+    with open(folder / "streamed.idx", "wb") as out:
+        for chunk in obstore.get(store, url.key(gen.index_key)):
+            out.write(inflate.decompress(chunk))
+        out.write(inflate.flush())
+    took = time.perf_counter() - t
+    (folder / "streamed.idx").unlink()
+    return {"stream_fetch_s": took,
+            "stream_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def reader(target: str, keys: list[str], repeat: int) -> dict[str, Any]:
     """Runs in its own process (its peak RSS is RemoteContainer's): open, read one object."""
     from dosfs.remote.container import RemoteContainer
@@ -126,7 +150,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.reader:
         keys = json.loads(Path(args.reader).read_text())
-        print(json.dumps(reader(keys["target"], keys["keys"], args.repeat)))
+        if keys.get("probe"):
+            print(json.dumps(stream_probe(keys["target"], Path(args.work))))
+        else:
+            print(json.dumps(reader(keys["target"], keys["keys"], args.repeat)))
         return
 
     from dosfs.remote.bucket import create_bucket
@@ -144,16 +171,20 @@ def main() -> None:
     t = time.perf_counter()
     report = push(folder, target, timeout=120.0)
     push_s = time.perf_counter() - t
+    publisher_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # build + push
     st = status(target, timeout=120.0)
     assert st.objects == args.objects, (st.objects, args.objects)
-    spec = work / "reader.json"
-    spec.write_text(json.dumps({"target": target, "keys": keys}))
-    out = subprocess.run(
-        [sys.executable, __file__, "--work", str(work), "--reader", str(spec),
-         "--repeat", str(args.repeat)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    r = {**json.loads(out.strip().splitlines()[-1]), **snapshot_timings(target, args.repeat)}
+    r: dict[str, Any] = {}
+    for probe in (False, True):
+        spec = work / "reader.json"
+        spec.write_text(json.dumps({"target": target, "keys": keys, "probe": probe}))
+        out = subprocess.run(
+            [sys.executable, __file__, "--work", str(work), "--reader", str(spec),
+             "--repeat", str(args.repeat)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        r.update(json.loads(out.strip().splitlines()[-1]))
+    r.update(snapshot_timings(target, args.repeat))
     n = args.objects
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -167,6 +198,7 @@ def main() -> None:
         "local_index_bytes": local_idx,
         "push_s": push_s,
         "push_uploaded_bytes": report.uploaded_bytes,
+        "publisher_peak_rss_kib": publisher_rss,
         "index_size_compressed": st.index_size,
         "index_bytes_per_object": st.index_size / n,
         "index_uncompressed_bytes_per_object": r["index_size_uncompressed"] / n,
@@ -176,7 +208,8 @@ def main() -> None:
     rows = [
         ("objects", f"{n:,}"),
         ("build (add_objects_to_pack)", f"{build_s:.1f} s, packs {pack_bytes / mib:.0f} MiB"),
-        ("push", f"{push_s:.1f} s, {report.uploaded_bytes / mib:.0f} MiB sent"),
+        ("push", f"{push_s:.1f} s, {report.uploaded_bytes / mib:.0f} MiB sent, peak RSS "
+                 f"{publisher_rss / 1024:.0f} MiB (build + push)"),
         ("index snapshot, zlib'ed", f"{st.index_size / mib:.1f} MiB "
                                     f"({st.index_size / n:.1f} B/object)"),
         ("index snapshot, inflated", f"{r['index_size_uncompressed'] / mib:.1f} MiB "
@@ -190,6 +223,8 @@ def main() -> None:
         ("reader RSS import / open / peak", f"{r['reader_rss_base_kib'] / 1024:.0f} / "
                                           f"{r['reader_rss_open_kib'] / 1024:.0f} / "
                                           f"{r['reader_peak_rss_kib'] / 1024:.0f} MiB"),
+        ("streamed fetch+inflate (probe)", f"{r['stream_fetch_s']:.2f} s, peak RSS "
+                                           f"{r['stream_peak_rss_kib'] / 1024:.0f} MiB"),
     ]
     width = max(len(a) for a, _ in rows)
     for a, b in rows:
