@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,9 @@ BATCH = 10_000
 
 
 def _rss_kib(field: str = "VmRSS") -> int:
+    """VmRSS now, or VmHWM: the peak of this process's own memory. Not getrusage's ru_maxrss:
+    on Linux a child started by fork+exec inherits the parent's peak there (the first runs
+    showed the publisher's 561 MiB for every reader)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -101,7 +103,7 @@ def stream_probe(target: str, folder: Path) -> dict[str, Any]:
     took = time.perf_counter() - t
     (folder / "streamed.idx").unlink()
     return {"stream_fetch_s": took,
-            "stream_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+            "stream_peak_rss_kib": _rss_kib("VmHWM")}
 
 
 def reader(target: str, keys: list[str], repeat: int) -> dict[str, Any]:
@@ -133,7 +135,7 @@ def reader(target: str, keys: list[str], repeat: int) -> dict[str, Any]:
         "second_get_s": statistics.median(second_s),
         "reader_rss_base_kib": base_rss,
         "reader_rss_open_kib": rss_open,
-        "reader_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "reader_peak_rss_kib": _rss_kib("VmHWM"),
     }
 
 
@@ -171,7 +173,7 @@ def main() -> None:
     t = time.perf_counter()
     report = push(folder, target, timeout=120.0)
     push_s = time.perf_counter() - t
-    publisher_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # build + push
+    publisher_rss = _rss_kib("VmHWM")  # build + push
     st = status(target, timeout=120.0)
     assert st.objects == args.objects, (st.objects, args.objects)
     r: dict[str, Any] = {}
