@@ -166,7 +166,7 @@ def status(container: str, as_json: bool, timeout: float) -> None:
 
     For s3://: the current generation (number, creation time in UTC), its object count, packs,
     segments and their bytes, the index snapshot's size, the generations in the bucket and
-    which of them the next push prunes (default grace 24 h).
+    which of them a prune would delete now (grace 24 h).
     """
     if container.startswith("s3://"):
         from dosfs.cli.remote import remote_status

@@ -89,4 +89,4 @@ def remote_status(target: str, *, timeout: float, as_json: bool) -> None:
     click.echo(f"index       {human(st.index_size)} (zlib'ed snapshot)")
     click.echo(f"config      {st.hash_type}, {st.compression_algorithm}")
     doomed = ", ".join(map(str, st.prune_candidates)) or "none"
-    click.echo(f"generations {', '.join(map(str, st.generations))} (next prune deletes: {doomed})")
+    click.echo(f"generations {', '.join(map(str, st.generations))} (prunable now: {doomed})")

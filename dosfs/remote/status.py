@@ -1,6 +1,7 @@
 """`dosfs status s3://BUCKET/PREFIX`: what is published there, read from HEAD and the current
 generation's JSON (two small GETs), the generations/ listing and, for each older generation the
-listing names, its JSON (to say which ones the next push's prune deletes).
+listing names, its JSON (to say which ones a prune would delete now, with HEAD as it is;
+a prune runs after each push that publishes).
 
 The object count comes from the generation JSON (`objects`, written by push since it exists);
 for an older generation without it, the index snapshot is fetched, inflated into a temporary
