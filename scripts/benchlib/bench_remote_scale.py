@@ -174,6 +174,10 @@ def main() -> None:
     report = push(folder, target, timeout=120.0)
     push_s = time.perf_counter() - t
     publisher_rss = _rss_kib("VmHWM")  # build + push
+    t = time.perf_counter()
+    again = push(folder, target, timeout=120.0)
+    unchanged_s = time.perf_counter() - t
+    assert again.unchanged, "a second push of the same container published a new generation"
     # two of push's steps that read every row or byte of the index, timed alone on a copy
     from dosfs.remote.push import _rows_digest, _snapshot_index
 
@@ -214,6 +218,7 @@ def main() -> None:
         "push_uploaded_bytes": report.uploaded_bytes,
         "publisher_peak_rss_kib": publisher_rss,
         "push_rows_digest_s": digest_s,
+        "push_unchanged_s": unchanged_s,
         "push_compress_s": compress_s,
         "index_size_compressed": st.index_size,
         "index_bytes_per_object": st.index_size / n,
@@ -227,6 +232,7 @@ def main() -> None:
         ("push", f"{push_s:.1f} s, {report.uploaded_bytes / mib:.0f} MiB sent, peak RSS "
                  f"{publisher_rss / 1024:.0f} MiB (build + push)"),
         ("push: rows digest / zlib alone", f"{digest_s:.2f} s / {compress_s:.2f} s"),
+        ("push again, nothing changed", f"{unchanged_s:.2f} s"),
         ("index snapshot, zlib'ed", f"{st.index_size / mib:.1f} MiB "
                                     f"({st.index_size / n:.1f} B/object)"),
         ("index snapshot, inflated", f"{r['index_size_uncompressed'] / mib:.1f} MiB "
