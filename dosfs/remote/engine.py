@@ -85,8 +85,8 @@ class RemoteEngine:
         with self._lock:
             self._close_retired()
             try:
-                head = read_head(self.store, self.url)
-                if head is None or head.number <= self._current.number:
+                head = read_head(self.store, self.url, newer_than=self._current.number)
+                if head is None:
                     self._recovered()
                     return False
                 fresh = self._open(head)

@@ -100,10 +100,15 @@ def get_json(store: S3Store, url: RemoteURL, name: str) -> dict[str, Any] | None
     return result
 
 
-def read_head(store: S3Store, url: RemoteURL) -> Generation | None:
-    """The current generation, None when nothing was published under `url`."""
+def read_head(
+    store: S3Store, url: RemoteURL, newer_than: int | None = None
+) -> Generation | None:
+    """The current generation, None when nothing was published under `url` (or, with
+    `newer_than`, when HEAD names no newer generation: one small GET per refresh)."""
     head = get_json(store, url, "HEAD")
     if head is None:
+        return None
+    if newer_than is not None and int(head["generation"]) <= newer_than:
         return None
     data = get_json(store, url, generation_key(int(head["generation"]), "json"))
     if data is None:

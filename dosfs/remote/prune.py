@@ -1,6 +1,8 @@
-"""Pruning: generations older than the grace period (never the current one or the one before),
-then segments that no kept generation names and that are older than the grace period, so a
-mount that opened an old generation keeps reading it for at least `grace` seconds.
+"""Pruning: generations replaced more than the grace period ago (never the current one or the
+one before), then segments that no kept generation names and that are older than the grace
+period, so a mount that opened an old generation keeps reading it for at least `grace` seconds
+after a newer one was published (the clock starts when a generation stops being the newest,
+i.e. at its successor's creation, not at its own).
 
 `plan` says what would go without deleting anything (`dosfs status s3://…` shows it)."""
 
@@ -45,18 +47,22 @@ def plan(
     listed = [m for batch in obstore.list(store, prefix=url.key("generations/")) for m in batch]
     numbers = sorted({int(m["path"].rsplit("/", 1)[1].split(".")[0]) for m in listed})
     result = Plan(numbers=numbers, doomed=[], keep=[current], listed=listed)
-    for n in numbers:
-        if n == current.number:
-            continue
-        gen = _load(store, url, n)
-        if n >= current.number - 1:
-            if gen is not None:
+    loaded = {n: _load(store, url, n) for n in numbers if n != current.number}
+    replaced_at = current.created  # when the newest older generation stopped being current
+    for n in sorted(loaded, reverse=True):
+        gen = loaded[n]
+        if n > current.number:
+            if gen is not None:  # a push racing this one: not ours to judge
                 result.keep.append(gen)
             continue
-        if gen is not None and now - gen.created < grace:
-            result.keep.append(gen)
-            continue
-        result.doomed.append(n)
+        if n >= current.number - 1 or (gen is not None and now - replaced_at < grace):
+            if gen is not None:
+                result.keep.append(gen)
+        else:
+            result.doomed.append(n)
+        if gen is not None:
+            replaced_at = gen.created
+    result.doomed.sort()
     return result
 
 

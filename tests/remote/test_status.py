@@ -154,3 +154,34 @@ def test_status_errors_are_remote_errors(bucket: str, aws_env: None) -> None:
         status("s3://dosfs-no-such-bucket-here/x")
     with pytest.raises(RemoteError, match="nothing published"):
         status(f"s3://{bucket}/empty")
+
+
+def test_grace_counts_from_when_a_generation_was_replaced(
+    tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server
+) -> None:
+    """A generation created long ago but replaced a moment ago must outlive the grace period
+    counted from its replacement: a mount may have opened it just before."""
+    from dosfs.remote.layout import read_head
+    from dosfs.remote.prune import plan
+    from dosfs.remote.url import make_store, parse_url
+
+    folder = tmp_path / "c"
+    with Container(folder) as c:
+        c.init_container()
+    target = f"s3://{bucket}/repo"
+    for i in range(3):
+        with Container(folder) as c:
+            c.add_object(f"object {i}".encode())
+        push(folder, target)
+    store = s3_server.store(bucket)
+    now = time.time()
+    for n, created in ((1, now - 10 * 86400), (2, now - 10)):  # 1: old, replaced 10 s ago
+        key = f"repo/{generation_key(n, 'json')}"
+        data = json.loads(bytes(obstore.get(store, key).bytes()))
+        data["created"] = created
+        obstore.put(store, key, json.dumps(data).encode())
+    url = parse_url(target)
+    current = read_head(make_store(url), url)
+    assert current is not None and current.number == 3
+    assert plan(make_store(url), url, current, grace=3600, now=now).doomed == []
+    assert plan(make_store(url), url, current, grace=5, now=now).doomed == [1]
