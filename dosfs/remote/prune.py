@@ -72,6 +72,7 @@ def prune(store: S3Store, url: RemoteURL, current: Generation, grace: float) -> 
     p = plan(store, url, current, grace, now)
     doomed = [url.key(generation_key(n, ext)) for n in p.doomed for ext in ("json", "idx")]
     wanted = {url.key(k) for g in p.keep for k in g.segment_keys()}
+    wanted |= {k + ".rows" for k in wanted if "/loose-" in k}  # their manifests
     for batch in obstore.list(store, prefix=url.key("segments/")):
         for m in batch:
             age = now - m["last_modified"].timestamp()

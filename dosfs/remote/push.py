@@ -7,8 +7,9 @@ not change around the snapshot holds every row the snapshot names). Loose object
 through the container's read protocol (a packer may move them meanwhile).
 
 Why it survives a kill: segment names are derived from what they hold (pack, inode, range; or
-the hash of the loose set), so the next push finds what is already up by listing and sends the
-rest; the generation's objects go up before HEAD, which is written last.
+the hash of a set of loose objects, whose manifest is written after the segment), so the next
+push finds what is already up by listing and sends the rest; the generation's objects go up
+before HEAD, which is written last.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ from pathlib import Path
 import obstore
 from obstore.store import S3Store
 
-from dosfs.container import Container, NotExistent
+from dosfs.container import Container, CorruptObject, NotExistent
 from dosfs.container.loose import iter_loose
 from dosfs.container.packstore import pread_exact
-from dosfs.remote.layout import Generation, Segment, generation_key, read_head, remote_error
+from dosfs.remote.layout import (
+    Generation,
+    Segment,
+    generation_key,
+    get_json,
+    read_head,
+    remote_error,
+)
 from dosfs.remote.url import RemoteURL, make_store, parse_url
 
 CHUNK = 8 * 1024 * 1024
@@ -166,62 +174,31 @@ def _publish(
             uploads.append((key, fd, start, length))
         packs[pid] = segs
         local[pid] = {"ino": ino, "length": length}
-    # loose objects not in the snapshot: one segment, named by the set
-    loose = sorted(h for h in iter_loose(c.layout) if h not in packed)
-    sizes = []
-    for h in list(loose):
-        try:
-            sizes.append(os.stat(c.layout.loose_path(h)).st_size)
-        except FileNotFoundError:  # packed meanwhile: read below through the container
-            sizes.append(-1)
-    loose_key = None
-    if loose:
-        loose_id = max([*needed, -1]) + 1
-        loose_key = f"segments/{cid}/loose-{hashlib.sha256(' '.join(loose).encode()).hexdigest()}"
     existing = {
         m["path"]
         for batch in obstore.list(store, prefix=url.key(f"segments/{cid}/"))
         for m in batch
     }
-    report = PushReport(
-        generation=(prev.number + 1) if prev else 1, objects=len(packed) + len(loose)
-    )
+    report = PushReport(generation=(prev.number + 1) if prev else 1, objects=0)
     total = sum(e - s for k, _fd, s, e in uploads if url.key(k) not in existing)
+    # loose objects not in the snapshot: earlier loose segments keep serving those of their
+    # members that are still loose; the new ones go up streamed as one more segment
+    loose = sorted(h for h in iter_loose(c.layout) if h not in packed)
+    loose_segments = _loose_segments(c, store, url, prev, loose, existing, report)
+    next_id = max([*needed, -1]) + 1
+    rows = []
+    for seg, members in loose_segments:
+        packs[next_id] = [seg]
+        rows += [(h, False, size, offset, size, next_id) for h, offset, size in members]
+        next_id += 1
+    db.executemany(
+        "INSERT INTO db_object (hashkey, compressed, size, offset, length, pack_id)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.commit()
+    report.objects = len(packed) + len(rows)
     done = 0
-    if loose and loose_key is not None:
-        rows = []
-        offset = 0
-        content: list[bytes] = []
-        need_upload = url.key(loose_key) not in existing
-        for h, size in zip(loose, sizes, strict=True):
-            if need_upload or size < 0:
-                try:
-                    data = c.get_object_content(h, verify=True)
-                except NotExistent:
-                    continue
-                size = len(data)
-                if need_upload:
-                    content.append(data)
-            rows.append((h, False, size, offset, size, loose_id))
-            offset += size
-        db.executemany(
-            "INSERT INTO db_object (hashkey, compressed, size, offset, length, pack_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        db.commit()
-        packs[loose_id] = [Segment(loose_key, offset)]
-        if need_upload:
-            blob = b"".join(content)
-            total += len(blob)
-            obstore.put(
-                store, url.key(loose_key), blob, max_concurrency=CONCURRENCY, chunk_size=CHUNK
-            )
-            report.uploaded_bytes += len(blob)
-            report.uploaded_objects += 1
-            done += len(blob)
-        else:
-            report.skipped_segments += 1
     db.close()
     for key, fd, start, end in uploads:
         if url.key(key) in existing:
@@ -274,6 +251,76 @@ def _publish(
 
     report.pruned = prune(store, url, gen, grace)
     return report
+
+
+Members = list[tuple[str, int, int]]  # (hashkey, offset, size) inside a loose segment
+
+
+def _loose_segments(
+    c: Container,
+    store: S3Store,
+    url: RemoteURL,
+    prev: Generation | None,
+    loose: list[str],
+    existing: set[str],
+    report: PushReport,
+) -> list[tuple[Segment, Members]]:
+    """The loose segments of the new generation and the members each one serves.
+
+    Each loose segment has a manifest (`<segment>.rows`, written after it: its presence says the
+    segment is whole). A member is served from the first earlier segment that holds it while it
+    is still loose here; what no earlier segment holds goes up as a new segment named by that
+    set, streamed object by object (memory stays flat whatever their number and size)."""
+    wanted = set(loose)
+    out: list[tuple[Segment, Members]] = []
+    for segs in (prev.packs.values() if prev else []):
+        if len(segs) != 1 or "/loose-" not in f"/{segs[0].key}":
+            continue
+        manifest = get_json(store, url, segs[0].key + ".rows")
+        if manifest is None:  # published before manifests existed: not reused
+            continue
+        members = [(h, int(o), int(s)) for h, o, s in manifest["rows"] if h in wanted]
+        if members:
+            out.append((segs[0], members))
+            wanted -= {h for h, _o, _s in members}
+    new = [h for h in loose if h in wanted]
+    if not new:
+        return out
+    key = f"segments/{c.container_id}/loose-{hashlib.sha256(' '.join(new).encode()).hexdigest()}"
+    manifest = get_json(store, url, key + ".rows") if url.key(key) in existing else None
+    if manifest is not None:  # a killed push got this far: the segment is whole
+        members = [(h, int(o), int(s)) for h, o, s in manifest["rows"]]
+        report.skipped_segments += 1
+    else:
+        members = []
+
+        def content() -> Iterator[bytes]:
+            offset = 0
+            for h in new:
+                try:
+                    with c.get_object_stream(h, verify=True) as stream:
+                        size = 0
+                        while piece := stream.read(CHUNK):
+                            size += len(piece)
+                            yield piece
+                except NotExistent:  # deleted meanwhile
+                    continue
+                members.append((h, offset, size))
+                offset += size
+
+        try:
+            obstore.put(store, url.key(key), content(), chunk_size=CHUNK,
+                        max_concurrency=CONCURRENCY)
+            obstore.put(store, url.key(key + ".rows"), json.dumps({"rows": members}).encode())
+        except (NotExistent, CorruptObject):
+            raise
+        except Exception as exc:
+            raise remote_error(exc, url) from exc
+        report.uploaded_bytes += sum(s for _h, _o, s in members)
+        report.uploaded_objects += 2
+    if members:
+        out.append((Segment(key, sum(s for _h, _o, s in members)), members))
+    return out
 
 
 def _rows_digest(idx: str) -> tuple[str, int, int]:
