@@ -3,7 +3,7 @@ generations, and HEAD, the one object that is ever overwritten, written last.
 
     PREFIX/HEAD                         {"format": 1, "generation": N}
     PREFIX/generations/<N>.json         the generation: config, packs -> segments, index key
-    PREFIX/generations/<N>.idx          zlib'ed SQLite snapshot of packs.idx (plus loose rows)
+    PREFIX/generations/<N>-<token>.idx  zlib'ed SQLite snapshot of packs.idx (plus loose rows)
     PREFIX/segments/<cid>/<pack>-<ino>-<start>-<end>   bytes [start, end) of a local pack
     PREFIX/segments/<cid>/loose-<sha256>             the loose objects, concatenated
 """
@@ -81,8 +81,13 @@ class Generation:
         return {s.key for segs in self.packs.values() for s in segs}
 
 
-def generation_key(n: int, ext: str) -> str:
-    return f"generations/{n:012d}.{ext}"
+def generation_key(n: int, ext: str, token: str = "") -> str:
+    return f"generations/{n:012d}{'-' + token if token else ''}.{ext}"
+
+
+def generation_number(path: str) -> int:
+    """The generation a key under generations/ belongs to (`<N>.json`, `<N>[-token].idx`)."""
+    return int(path.rsplit("/", 1)[1].split(".")[0].split("-")[0])
 
 
 def is_not_found(exc: BaseException) -> bool:

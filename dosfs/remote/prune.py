@@ -19,7 +19,7 @@ from obstore.store import S3Store
 if TYPE_CHECKING:
     from obstore import ObjectMeta
 
-from dosfs.remote.layout import Generation, generation_key
+from dosfs.remote.layout import Generation, generation_key, generation_number
 from dosfs.remote.url import RemoteURL
 
 
@@ -45,7 +45,7 @@ def plan(
     """Which generations are present and which of them a prune would delete."""
     now = time.time() if now is None else now
     listed = [m for batch in obstore.list(store, prefix=url.key("generations/")) for m in batch]
-    numbers = sorted({int(m["path"].rsplit("/", 1)[1].split(".")[0]) for m in listed})
+    numbers = sorted({generation_number(m["path"]) for m in listed})
     result = Plan(numbers=numbers, doomed=[], keep=[current], listed=listed)
     loaded = {n: _load(store, url, n) for n in numbers if n != current.number}
     replaced_at = current.created  # when the newest older generation stopped being current
@@ -70,7 +70,8 @@ def prune(store: S3Store, url: RemoteURL, current: Generation, grace: float) -> 
     """Delete what is no longer needed; returns how many objects were deleted."""
     now = time.time()
     p = plan(store, url, current, grace, now)
-    doomed = [url.key(generation_key(n, ext)) for n in p.doomed for ext in ("json", "idx")]
+    gone = set(p.doomed)
+    doomed = [m["path"] for m in p.listed if generation_number(m["path"]) in gone]
     wanted = {url.key(k) for g in p.keep for k in g.segment_keys()}
     wanted |= {k + ".rows" for k in wanted if "/loose-" in k}  # their manifests
     for batch in obstore.list(store, prefix=url.key("segments/")):

@@ -23,7 +23,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import obstore
 from obstore.store import S3Store
@@ -39,7 +38,7 @@ from dosfs.remote.layout import (
     read_head,
     remote_error,
 )
-from dosfs.remote.url import RemoteURL, make_store, parse_url
+from dosfs.remote.url import RemoteError, RemoteURL, make_store, parse_url
 
 CHUNK = 8 * 1024 * 1024
 CONCURRENCY = 8
@@ -225,12 +224,33 @@ def _publish(
         report.generation = prev.number
         report.unchanged = True
         return report
-    blob = zlib.compress(Path(idx).read_bytes(), 3)
+    _check_no_other_publisher(store, url, prev, report.generation)
+    # The index key is unique to this push: two publishers racing for generation N must never
+    # overwrite each other's snapshot (the loser fails its check below; the winner's stands).
+    index_key = generation_key(report.generation, "idx", token=os.urandom(6).hex())
+    packed_size = [0]
+
+    def compressed_index() -> Iterator[bytes]:  # streamed: the index is 170 B per object
+        deflate = zlib.compressobj(3)
+        with open(idx, "rb") as f:
+            while piece := f.read(CHUNK):
+                out = deflate.compress(piece)
+                packed_size[0] += len(out)
+                yield out
+        out = deflate.flush()
+        packed_size[0] += len(out)
+        yield out
+
+    try:
+        obstore.put(store, url.key(index_key), compressed_index(), chunk_size=CHUNK,
+                    max_concurrency=CONCURRENCY)
+    except Exception as exc:
+        raise remote_error(exc, url) from exc
     gen = Generation(
         number=report.generation,
         config=c.config.to_json(),
-        index_key=generation_key(report.generation, "idx"),
-        index_size=len(blob),
+        index_key=index_key,
+        index_size=packed_size[0],
         packs=packs,
         local=local,
         created=time.time(),
@@ -238,19 +258,35 @@ def _publish(
         objects=objects,
         size=size,
     )
-    obstore.put(store, url.key(gen.index_key), blob, chunk_size=CHUNK, max_concurrency=CONCURRENCY)
+    _check_no_other_publisher(store, url, prev, report.generation)
     obstore.put(
         store, url.key(generation_key(gen.number, "json")), json.dumps(gen.to_json()).encode()
     )
     obstore.put(
         store, url.key("HEAD"), json.dumps({"format": 1, "generation": gen.number}).encode()
     )
-    report.uploaded_bytes += len(blob)
+    report.uploaded_bytes += packed_size[0]
     report.uploaded_objects += 3
     from dosfs.remote.prune import prune
 
     report.pruned = prune(store, url, gen, grace)
     return report
+
+
+def _check_no_other_publisher(
+    store: S3Store, url: RemoteURL, prev: Generation | None, number: int
+) -> None:
+    """Refuse to publish over another push that ran at the same time (push assumes one
+    publisher; this is a check, not a lock: it narrows the window to the last few requests)."""
+    latest = read_head(store, url)
+    if (latest.number if latest else 0) != (prev.number if prev else 0) or get_json(
+        store, url, generation_key(number, "json")
+    ) is not None:
+        seen = latest.number if latest else "none"
+        raise RemoteError(
+            f"{url}: another push published generation {seen} while this one ran (one publisher "
+            "at a time); nothing was switched: run push again"
+        )
 
 
 Members = list[tuple[str, int, int]]  # (hashkey, offset, size) inside a loose segment

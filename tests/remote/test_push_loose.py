@@ -71,3 +71,32 @@ def test_a_big_loose_object_is_streamed_up(tmp_path: Path, bucket: str, aws_env:
         while piece := stream.read(8 * MiB):
             size += len(piece)
     assert size == 384 * MiB  # read through the verifying stream: every byte hashed to its name
+
+
+def test_a_second_publisher_meanwhile_is_refused(
+    tmp_path: Path, bucket: str, aws_env: None
+) -> None:
+    """Another push publishes while this one uploads (run from this push's progress callback:
+    a real interleaving, no fake): this push stops, switches nothing, and says why."""
+    import pytest
+
+    from dosfs.remote.url import RemoteError
+
+    target = f"s3://{bucket}/repo"
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for folder in (mine, theirs):
+        with Container(folder) as c:
+            c.init_container()
+            c.add_objects_to_pack([os.urandom(100_000)])
+    other: list[int] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if not other:
+            other.append(push(theirs, target).generation)
+
+    with pytest.raises(RemoteError, match="another push published generation 1"):
+        push(mine, target, progress=meanwhile)
+    assert other == [1]
+    with RemoteContainer(target) as rc, Container(theirs) as c:
+        assert rc.generation.number == 1
+        assert sorted(rc.list_all_objects()) == sorted(c.list_all_objects())
