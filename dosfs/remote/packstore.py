@@ -246,6 +246,12 @@ class FetchPool:
                     future.set_exception(exc)
 
     def _deliver(self, seg: Segment, block: int, data: bytes) -> None:
+        """Wake the block's waiters first, then store it: the future stays in flight (done)
+        until the cache has the block, so nobody fetches it again meanwhile."""
+        with self._lock:
+            future = self._inflight.get((seg.key, block))
+        if future is not None:
+            future.set_result(data)
         try:
             self.cache.put(seg.key, block, data)
         except OSError as exc:  # a full cache disk: serve the bytes, say it once
@@ -253,10 +259,9 @@ class FetchPool:
                 self._warned = True
                 log.warning("cache: cannot store blocks (%s); reading from %s only", exc,
                             self.url)
-        with self._lock:
-            future = self._inflight.pop((seg.key, block), None)
-        if future is not None:
-            future.set_result(data)
+        finally:
+            with self._lock:
+                self._inflight.pop((seg.key, block), None)
 
     def close(self) -> None:
         if self._executor is not None:
