@@ -8,6 +8,7 @@ by bytes. Reads take the range they need (a 128 KiB FUSE read of a cached 2 MiB 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import mmap
 import os
@@ -53,7 +54,9 @@ class BlockCache:
         return f"{self.folder}/{name}-{block}"
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def name(key: str) -> str:
+        """The file name of a segment's blocks (a few segments, asked for on every read)."""
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def __contains__(self, item: tuple[str, int]) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -35,7 +36,7 @@ PREFETCH_BLOCKS = 48
 SPAN_BLOCKS = 16
 FETCHERS = 3
 #: cached blocks a sequential reader asks the kernel to read ahead from the cache disk
-READAHEAD_BLOCKS = 4
+READAHEAD_BLOCKS = 8
 #: stream pieces handed over by the client while a GET runs
 CHUNK = 256 * 1024
 
@@ -132,8 +133,7 @@ class RemotePackStore:
         if sequential:
             nblocks = (seg.length + BLOCK - 1) // BLOCK
             self.pool.prefetch(seg, last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks))
-            for b in range(last + 1, min(last + 1 + READAHEAD_BLOCKS, nblocks)):
-                self.cache.willneed(seg.key, b)
+            self.pool.readahead(seg, last + 1, min(last + 1 + READAHEAD_BLOCKS, nblocks))
         out = []
         for b, part in zip(range(first, last + 1), parts, strict=True):
             if isinstance(part, bytes):
@@ -164,6 +164,7 @@ class FetchPool:
         self._inflight: dict[tuple[str, int], Future[bytes]] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._warned = False
+        self._advised: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     def fetch(self, seg: Segment, block: int) -> Future[bytes]:
         """The block's bytes, fetched once however many readers ask."""
@@ -210,6 +211,17 @@ class FetchPool:
             if j - i + 1 >= SPAN_BLOCKS or wanted[j] == last_block:
                 self.fetch_run(seg, wanted[i], wanted[j] + 1)
             i = j + 1
+
+    def readahead(self, seg: Segment, first: int, end: int) -> None:
+        """Ask the kernel to read cached blocks [first, end) from the cache disk, each once."""
+        for b in range(first, end):
+            key = (seg.key, b)
+            if key in self._advised:
+                continue
+            self._advised[key] = None
+            if len(self._advised) > 4 * READAHEAD_BLOCKS:
+                self._advised.popitem(last=False)
+            self.cache.willneed(seg.key, b)
 
     def _get_run(self, seg: Segment, first: int, end: int) -> None:
         start = first * BLOCK
