@@ -4,7 +4,9 @@ environment and config). Each parses, calls dosfs.remote and reports; `--json` w
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +17,27 @@ AWS_HELP = (
     "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI. "
     + ENV_HELP
 )
+
+
+class UploadBar:
+    """push's progress (bytes sent of bytes to send) as a bar on a terminal, nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label="uploading", file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._bar.pos)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 def register(main: click.Group) -> None:
@@ -43,7 +66,11 @@ def push(args: tuple[str, ...], timeout: float, as_json: bool) -> None:
     else:
         raise click.UsageError("expected [CONTAINER] s3://BUCKET/PREFIX")
     open_container(container).close()  # the CLI's clear errors for a missing container
-    report = run_push(container, target, timeout=timeout)
+    bar = UploadBar(enabled=sys.stderr.isatty() and not as_json)
+    try:
+        report = run_push(container, target, timeout=timeout, progress=bar.update)
+    finally:
+        bar.close()
     if as_json:
         emit_json(vars(report))
         return

@@ -13,6 +13,7 @@ from pathlib import Path
 from dosfs import RemoteContainer
 from dosfs.container import Container
 from dosfs.remote.push import push
+from tests.remote.conftest import S3Server
 
 MiB = 1024 * 1024
 
@@ -100,3 +101,40 @@ def test_a_second_publisher_meanwhile_is_refused(
     with RemoteContainer(target) as rc, Container(theirs) as c:
         assert rc.generation.number == 1
         assert sorted(rc.list_all_objects()) == sorted(c.list_all_objects())
+
+
+def test_push_shows_progress_on_a_terminal(
+    tmp_path: Path, bucket: str, s3_server: S3Server
+) -> None:
+    """On a terminal (a real pty as stderr) push draws a bar; piped, it prints only its line."""
+    import pty
+
+    folder = tmp_path / "c"
+    with Container(folder) as c:
+        c.init_container()
+        c.add_objects_to_pack([os.urandom(3 * MiB)])
+    env = {**os.environ, **s3_server.env}
+    cmd = [sys.executable, "-m", "dosfs.cli", "push", str(folder), f"s3://{bucket}/tty"]
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                piece = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the pty
+                break
+            if not piece:
+                break
+            seen += piece
+        out = proc.communicate(timeout=120)[0].decode()
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"uploading" in seen and b"100%" in seen
+    assert "generation 1" in out
+    with Container(folder) as c:
+        c.add_objects_to_pack([os.urandom(MiB)])
+    piped = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert "uploading" not in piped.stderr and "generation 2" in piped.stdout
