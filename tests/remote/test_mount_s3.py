@@ -22,7 +22,7 @@ from dosfs.container import Container
 from dosfs.remote.layout import read_head
 from dosfs.remote.push import push
 from dosfs.remote.url import make_store, parse_url
-from tests.fs.conftest import DOSFS, Mounted, wait_for
+from tests.fs.conftest import DOSFS, FSNAME, Mounted, wait_for
 from tests.remote.conftest import S3Server
 from tests.remote.tcpproxy import FaultProxy
 
@@ -210,3 +210,40 @@ def test_mount_errors_are_one_clear_line(
         assert len(lines) == 1 and lines[0].startswith("dosfs: error:"), r.stderr
         assert re.search(expected, lines[0]), (expected, lines[0])
         assert not os.path.ismount(mp)
+
+
+def test_mount_8_with_credentials_from_aws_files_only(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], s3_server: S3Server, fuse: None
+) -> None:
+    """`mount -t fuse.dosfs s3://… MOUNTPOINT` (what an fstab line runs) with an empty
+    environment: endpoint and credentials come from ~/.aws-style files alone."""
+    from tests.fs.test_admin_mount import installed_dosfs
+
+    reason = installed_dosfs()
+    if reason:
+        pytest.skip(reason)
+    target, objects = published
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n")
+    (aws / "config").write_text(
+        f"[default]\nendpoint_url = {s3_server.endpoint}\nregion = {s3_server.region}\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "AWS_CONFIG_FILE": str(aws / "config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials")}
+    done = subprocess.run(
+        ["mount", "-t", "fuse.dosfs", target, str(mnt), "-o",
+         f"fsname={FSNAME},_netdev,cache_dir={tmp_path / 'cache'},refresh=0"],
+        env=env, capture_output=True, text=True, timeout=60)
+    try:
+        assert done.returncode == 0, done.stderr
+        for h, data in objects.items():
+            assert _read(mnt / "by-hash" / h) == data
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    assert not os.path.ismount(mnt)
