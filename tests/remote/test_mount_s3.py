@@ -198,14 +198,24 @@ def test_mount_errors_are_one_clear_line(
 ) -> None:
     mp = tmp_path / "mp"
     mp.mkdir()
+    with Container(tmp_path / "c") as c:
+        c.init_container()
+        c.add_object(b"x")
+    push(tmp_path / "c", f"s3://{bucket}/x")
     cases = [
         ([f"s3://{bucket}/nothing-here", str(mp)], "nothing published"),
+        (["--secret", f"s3://{bucket}/x", str(mp)], "access denied"),
         (["s3://dosfs-no-such-bucket-anywhere/x", str(mp)], "does not exist|nothing published"),
         ([str(tmp_path), str(mp), "-o", "cache_size=1GiB"], "only for s3://|container"),
         ([f"s3://{bucket}/x", str(mp), "-o", "cache_size=lots"], "not a size"),
     ]
     for args, expected in cases:
-        r = subprocess.run([*DOSFS, "mount", *args], capture_output=True, text=True, timeout=60)
+        env = dict(os.environ)
+        if args[0] == "--secret":  # bad credentials
+            args = args[1:]
+            env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+        r = subprocess.run([*DOSFS, "mount", *args], capture_output=True, text=True, timeout=60,
+                           env=env)
         assert r.returncode in (1, 2), (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("dosfs: error:"), r.stderr
