@@ -172,6 +172,9 @@ def serve(
     )
     shown = str(container) if is_remote(container) else str(engine.folder)
     fsname = opts.fsname or (shown if "," not in shown else "dosfs")
+    remote_stats = getattr(engine, "remote_stats", None)
+    if remote_stats is not None:
+        ops.stats.sections["remote"] = remote_stats
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
     if opts.read_only:
         fuse_options.add("ro")

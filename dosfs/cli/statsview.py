@@ -35,6 +35,14 @@ def render(data: dict[str, Any]) -> str:
         q = latency.get(op, {})
         lines.append(f"{op:<12} {count:>10,} {q.get('p50', 0):>9.0f} {q.get('p90', 0):>9.0f} "
                      f"{q.get('p99', 0):>9.0f}")
+    remote = data.get("remote")
+    if remote:
+        lines.append(
+            f"remote {remote['url']} generation {remote['generation']}: {remote['requests']:,} "
+            f"GET(s), {remote['bytes_fetched']:,} bytes fetched; cache {remote['cache_bytes']:,} "
+            f"of {remote['cache_capacity']:,} bytes, {remote['cache_hits']:,} hit(s), "
+            f"{remote['cache_misses']:,} miss(es)"
+            + ("; its refresh fails (server down?)" if remote.get("refresh_failing") else ""))
     errors = data.get("errors", {})
     if errors:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))

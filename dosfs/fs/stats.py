@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno as _errno
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 #: latency buckets: bucket i holds requests that took < 2**i µs
@@ -29,6 +30,9 @@ class Stats:
         self.bytes_written = 0
         self.objects_committed = 0
         self.verify_failures = 0
+        #: more sections of the snapshot, from below the FUSE layer (e.g. "remote": the s3
+        #: mount's GETs and cache), each a function called when a snapshot is rendered
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
         self._rendered: tuple[float, bytes] | None = None
 
     def record(self, op: str, started_ns: int, code: int) -> None:
@@ -76,6 +80,7 @@ class Stats:
                 op: {f"p{int(q * 100)}": self._percentile(h, q) for q in (0.5, 0.9, 0.99)}
                 for op, h in self.histograms.items()
             },
+            **{name: section() for name, section in self.sections.items()},
         }
 
     def rendered(self) -> bytes:

@@ -122,6 +122,20 @@ class RemoteEngine:
                 keep.append((when, gen))
         self._retired = keep
 
+    def remote_stats(self) -> dict[str, object]:
+        """The s3 mount's own counters, for the mount's live statistics (`dosfs stats`)."""
+        return {
+            "url": str(self.url),
+            "generation": self._current.number,
+            "requests": self.pool.requests,
+            "bytes_fetched": self.pool.bytes_fetched,
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "cache_bytes": self.cache.used,
+            "cache_capacity": self.cache.capacity,
+            "refresh_failing": self._failing,
+        }
+
     # ------------------------------------------------------------------ the engine contract
     @property
     def hash_length(self) -> int:

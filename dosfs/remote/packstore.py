@@ -160,6 +160,7 @@ class FetchPool:
         self.url = url
         self.cache = cache
         self.requests = 0
+        self.bytes_fetched = 0
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], Future[bytes]] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -262,6 +263,7 @@ class FetchPool:
         until the cache has the block, so nobody fetches it again meanwhile."""
         with self._lock:
             future = self._inflight.get((seg.key, block))
+            self.bytes_fetched += len(data)
         if future is not None:
             future.set_result(data)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -92,6 +93,15 @@ def test_serves_every_object_verified_and_refuses_writes(
         os.stat(m.by_hash / ("f" * 64))
     line = next(x for x in Path("/proc/mounts").read_text().splitlines() if f" {m.path} " in x)
     assert line.split()[3].split(",")[0] == "ro"
+    # live statistics: the GETs, the bytes fetched and the cache (dosfs stats)
+    stats = json.loads(subprocess.run([*DOSFS, "stats", "--json", str(m.path)], check=True,
+                                      capture_output=True, text=True).stdout)["remote"]
+    assert stats["url"] == target and stats["generation"] == 1
+    assert stats["requests"] > 0 and stats["bytes_fetched"] >= len(objects[big])
+    assert 0 < stats["cache_bytes"] <= stats["cache_capacity"] == 4 * MiB
+    text = subprocess.run([*DOSFS, "stats", str(m.path)], check=True, capture_output=True,
+                          text=True).stdout
+    assert f"remote {target} generation 1" in text
 
 
 def test_new_generation_while_an_open_file_keeps_its_own(
