@@ -51,17 +51,16 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/config."""
     from dosfs import mount as lifecycle
 
-    container: Path | str
+    source: str
     if len(args) == 2:
-        container, mountpoint = args[0], Path(args[1])
-        if not container.startswith("s3://"):
-            container = Path(container)
+        source, mountpoint = args[0], Path(args[1])
     elif len(args) == 1 and os.environ.get(CONTAINER_ENV):
-        container, mountpoint = Path(os.environ[CONTAINER_ENV]), Path(args[0])
+        source, mountpoint = os.environ[CONTAINER_ENV], Path(args[0])
     elif len(args) == 1:
         raise click.UsageError(f"missing CONTAINER (or set ${CONTAINER_ENV}) before MOUNTPOINT")
     else:
         raise click.UsageError("expected [CONTAINER] MOUNTPOINT")
+    container: Path | str = source if source.startswith("s3://") else Path(source)
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     log_file = ctx.obj.get("log_file") if ctx.obj else None
     try:

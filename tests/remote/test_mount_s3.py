@@ -326,3 +326,23 @@ def test_many_readers_while_the_publisher_pushes_and_repacks(
     assert {h for r in results for h in r[2:]} <= deleted  # only deleted objects vanish
     for h in set(objects) - deleted:  # everything kept reads back after the last switch
         assert _read(m.by_hash / h) == objects[h]
+
+
+def test_dosfs_container_may_name_the_bucket(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], fuse: None
+) -> None:
+    """`DOSFS_CONTAINER=s3://… dosfs mount MOUNTPOINT`, like every other command's variable."""
+    target, objects = published
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "DOSFS_CONTAINER": target}
+    subprocess.run([*DOSFS, "mount", "-o", f"fsname={FSNAME},cache_dir={tmp_path / 'cache'}",
+                    str(mnt)], env=env, check=True, capture_output=True, timeout=60)
+    try:
+        h = next(iter(objects))
+        assert _read(mnt / "by-hash" / h) == objects[h]
+    finally:
+        subprocess.run([*DOSFS, "umount", str(mnt)], capture_output=True, timeout=60)
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    assert not os.path.ismount(mnt)
