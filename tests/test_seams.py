@@ -19,6 +19,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_the_engine_imports_neither_pyfuse3_nor_trio() -> None:
     result = run_python(
         "import sys, dosfs, dosfs.container, dosfs.container.backup, dosfs.fs.engine\n"
+        "import dosfs.remote.engine, dosfs.remote.push, dosfs.remote.pull, dosfs.remote.status\n"
         "from dosfs import Container\n"
         "bad = [m for m in ('pyfuse3', 'trio') if m in sys.modules]\n"
         "print(','.join(bad))\n"
