@@ -346,3 +346,24 @@ def test_dosfs_container_may_name_the_bucket(
         if os.path.ismount(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
     assert not os.path.ismount(mnt)
+
+
+def test_a_full_cache_disk_still_serves_every_byte(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    """The cache folder on a 1 MiB filesystem: blocks cannot be stored (one WARNING line), every
+    object is still served whole and verified, straight from the server."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        target, objects = published
+        m = mount(target, f"cache_dir={small / 'cache'}", "refresh=0")
+        for h, data in objects.items():
+            assert _read(m.by_hash / h) == data, h
+        assert "cannot store blocks" in m.log_text()
+        m.unmount()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
