@@ -12,8 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-BINDIR = Path("/usr/lib/postgresql/15/bin")
 USER = "postgres"
+
+
+def _bindir() -> Path | None:
+    """The newest server installed: Debian keeps each major version in its own folder
+    (/usr/lib/postgresql/15/bin on Debian 12, 17 on Debian 13) and puts none of it on PATH."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    found.sort(key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else -1)
+    return found[-1] if found else None
+
+
+BINDIR = _bindir() or Path("/usr/lib/postgresql/NONE/bin")
 
 
 def available() -> str | None:
