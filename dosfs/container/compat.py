@@ -121,27 +121,39 @@ def import_objects(
     buffered up to `target_memory_bytes` and written in bulk; bigger ones stream."""
     mode = CompressMode.coerce(compress)
     wanted = sorted(set(hashkeys))
-    if source.hash_type == parts.hash_type:
-        present = parts.index.existing(wanted)
-        present.update(h for h in wanted if h not in present and _is_loose(parts, h))
-    else:
-        present = set()
     progress = Progress(callback)
-    progress.init(len(wanted), "Copy objects")
+    present: set[str] = set()
+    if source.hash_type == parts.hash_type:
+        # The phases and totals disk-objectstore reports, so its progress bars fit: "Listing
+        # objects" (which keys are here already), "Copy objects" (the others), "Final flush".
+        progress.init(len(wanted), "Listing objects")
+        step = LIST_CHUNK if callback is not None else max(len(wanted), 1)  # one query: faster
+        for i in range(0, len(wanted), step):
+            chunk = wanted[i : i + step]
+            found = parts.index.existing(chunk)
+            found.update(h for h in chunk if h not in found and _is_loose(parts, h))
+            present |= found
+            progress.update(len(chunk))
+        progress.close()
+    todo = [h for h in wanted if h not in present]
+    progress.init(len(todo), "Copy objects")
     mapping: dict[str, str] = {h: h for h in present}
     batch: list[tuple[str, bytes]] = []
     batch_bytes = 0
 
-    def flush() -> None:
+    def flush(report: Progress | None = None) -> None:
         nonlocal batch_bytes
         if batch:
+            if report is not None:
+                report.init(len(batch), "Final flush")
             new = add_bytes_to_packs(parts, [data for _h, data in batch], mode, fsync=fsync)
             mapping.update((old, key) for (old, _d), key in zip(batch, new, strict=True))
+            if report is not None:
+                report.update(len(batch))
+                report.close()
             batch.clear()
             batch_bytes = 0
 
-    todo = [h for h in wanted if h not in present]
-    progress.update(len(present))
     with source.get_objects_stream_and_meta(todo, skip_if_missing=False) as triplets:
         for old, stream, meta in triplets:
             if stream is None:
@@ -156,9 +168,28 @@ def import_objects(
                 if batch_bytes >= target_memory_bytes:
                     flush()
             progress.update(1)
-    flush()
     progress.close()
+    flush(progress)
     return mapping
+
+
+#: keys looked up per query while listing what an import finds already here
+LIST_CHUNK = 10_000
+
+
+def report_listing_existing(parts: Parts, callback: Callback | None) -> None:
+    """disk-objectstore's "List existing" phase of `add_streamed_objects_to_pack(no_holes=True)`
+    (total: the packed objects), for progress bars written for it. dosfs lists nothing there: it
+    checks each object once it is hashed and drops the copy of one it has. So the phase is
+    reported whole at once, and only when there are packed objects, as there."""
+    if callback is None:
+        return
+    total = parts.index.count()
+    if total:
+        progress = Progress(callback)
+        progress.init(total, "List existing")
+        progress.update(total)
+        progress.close()
 
 
 def _is_loose(parts: Parts, hashkey: str) -> bool:

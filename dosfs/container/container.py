@@ -37,13 +37,14 @@ from dosfs.container.meta import (
 from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import PackCache, PackStore
 from dosfs.container.parts import Parts, open_parts
+from dosfs.container.private_paths import DiskObjectstorePaths
 from dosfs.container.readers import ObjectReader, ObjectStream
 from dosfs.container.server_api import ServerAPI
 
 Callback = Callable[[str, Any], None]
 
 
-class Container(ServerAPI):
+class Container(ServerAPI, DiskObjectstorePaths):
     """A disk-objectstore 1.x compatible container in `folder`."""
 
     def __init__(
@@ -345,6 +346,8 @@ class Container(ServerAPI):
         """Like add_objects_to_pack, from streams read in 1 MiB chunks (with open_streams=True,
         each item is entered as a context manager to get the stream, as disk-objectstore's
         LazyOpener); `callback` counts streams."""
+        if no_holes:
+            compat.report_listing_existing(self.parts, callback)
         return packing.add_streams_to_packs(
             self.parts, stream_list, CompressMode.coerce(compress), open_streams,
             callback=callback, fsync=do_fsync,
@@ -425,10 +428,15 @@ class Container(ServerAPI):
         return compat.loosen_object(parts, hashkey)
 
     def get_lazy_loose_stream(self, hashkey: str) -> compat.LazyObjectStream:
-        """A seekable stream of the object, opened on `with`."""
+        """A seekable stream of the object, opened on `with`. A malformed or unknown key raises
+        NotExistent there, at `open_stream()`, as in disk-objectstore, not at this call."""
         parts = self._parts or self._load()
-        parts.layout.check_hashkey(hashkey)
-        return compat.LazyObjectStream(lambda: ObjectStream(parts.resolver.reader(hashkey)))
+
+        def open_stream() -> ObjectStream:
+            parts.layout.check_hashkey(hashkey)
+            return ObjectStream(parts.resolver.reader(hashkey))
+
+        return compat.LazyObjectStream(open_stream)
 
     def import_objects(
         self,

@@ -63,6 +63,17 @@ class CompressMode(_ForeignEquality, StrEnum):
             raise ValueError(f"unknown compress mode {value!r} (no, yes, keep, auto)") from None
 
 
+def _same_values(mine: Any, other: object) -> bool | None:
+    """Equality with another dataclass instance of the same field names (disk-objectstore's
+    ObjectCount, TotalSize and ObjectMeta); None when `other` is no such thing."""
+    if isinstance(other, type) or not dataclasses.is_dataclass(other):
+        return None
+    names = [f.name for f in dataclasses.fields(other)]
+    if names != list(mine.keys()):
+        return None
+    return all(mine[n] == getattr(other, n) for n in names)
+
+
 class _DictLike:
     __slots__ = ()
 
@@ -82,6 +93,22 @@ class _DictLike:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.keys()}
+
+
+class _Comparable(_DictLike):
+    """Frozen answers (defined with eq=False) equal to disk-objectstore's dataclass of the same
+    name and values, in both directions (its __eq__ says NotImplemented, Python asks ours)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self.to_dict() == cast(_DictLike, other).to_dict()
+        same = _same_values(self, other)
+        return NotImplemented if same is None else same
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in self.keys()))
 
 
 _META_FIELDS = ("type", "size", "pack_id", "pack_compressed", "pack_offset", "pack_length")
@@ -162,6 +189,36 @@ class ObjectMeta(tuple[Any, ...]):
     def __getnewargs__(self) -> tuple[Any, ...]:
         return tuple(tuple.__iter__(self))
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple):
+            return tuple.__eq__(self, other)
+        same = _same_values(self, other)
+        return NotImplemented if same is None else same
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+
+@dataclass(frozen=True)
+class _ObjectMetaFields:
+    """ObjectMeta's fields as a dataclass would declare them: lent to ObjectMeta below, so
+    `dataclasses.fields`, `asdict`, `astuple` and `replace` work on it as on disk-objectstore's
+    dataclass, while it stays a tuple (cheap to build in the hot paths)."""
+
+    type: ObjectType
+    size: int | None
+    pack_id: int | None = None
+    pack_compressed: bool | None = None
+    pack_offset: int | None = None
+    pack_length: int | None = None
+
+
+for _attr in ("__dataclass_fields__", "__dataclass_params__"):
+    setattr(ObjectMeta, _attr, getattr(_ObjectMetaFields, _attr))
+
 
 def new_meta(
     kind: ObjectType,
@@ -185,15 +242,15 @@ def missing_meta() -> ObjectMeta:
     return MISSING_META
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectCount(_DictLike):
+@dataclass(frozen=True, slots=True, eq=False)
+class ObjectCount(_Comparable):
     packed: int
     loose: int
     pack_files: int
 
 
-@dataclass(frozen=True, slots=True)
-class TotalSize(_DictLike):
+@dataclass(frozen=True, slots=True, eq=False)
+class TotalSize(_Comparable):
     total_size_packed: int
     total_size_packed_on_disk: int
     total_size_packfiles_on_disk: int
