@@ -7,6 +7,7 @@
                   folder; prints the profile (container, database) and every node as JSON
   add             one more FolderData; prints it
   show PK...      those nodes as JSON
+  seal PK...      seal those process nodes (an archive takes only sealed ones)
   maintain        verdi storage maintain --full (packs the loose objects)
   many N          N small FolderData nodes (2 files, 1 subfolder each)
   dump DIR        every node's files copied into DIR/<pk> (what `verdi node repo dump` does)
@@ -111,6 +112,11 @@ def main(argv: list[str]) -> None:
                              label="late"))
     elif cmd == "show":
         nodes = [orm.load_node(int(pk)) for pk in argv[1:]]
+    elif cmd == "seal":  # a process node must be sealed before `verdi archive create` takes it
+        for pk in argv[1:]:
+            node = orm.load_node(int(pk))
+            if not node.is_sealed:
+                node.seal()
     elif cmd == "maintain":
         from aiida.manage import get_manager
 
