@@ -100,6 +100,14 @@ def _backups(dest: Path) -> list[str]:
                   and NAME_RE.fullmatch(p.name))
 
 
+def _next_second() -> None:
+    """Backup names have a resolution of one second and a random suffix: two backups in one
+    second sort by chance. Wait until the clock is in the next second."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.01)
+
+
 def _last(dest: Path) -> str:
     target = os.readlink(dest / "last-backup")
     assert "/" not in target  # relative, as dostore's `ln -sfn NAME last-backup`
@@ -528,11 +536,12 @@ def test_ssh_dest_chain_with_dostore(
     assert _last(dest) == b1.name
     _check_backup(b1, _contents(src))
     _fill(src, packed=0, loose=4, seed=13)
+    _next_second()
     _dostore_backup(src, f"backuphost:{dest}", env=ssh_env)
     b2 = dest / _last(dest)
     _check_backup(b2, _contents(src))
     assert _ino(b2 / "config.json") == _ino(b1 / "config.json")
-    time.sleep(1.05)  # keep=1 keeps the newest by name: names have a resolution of 1 s
+    _next_second()  # keep=1 keeps the newest by name
     r3 = backup(src, f"backuphost:{dest}", keep=1)
     b3 = Path(r3.folder.split(":", 1)[1])
     assert _backups(dest) == [b2.name, b3.name] and _last(dest) == b3.name
