@@ -67,9 +67,9 @@ def _read_all_with_disk_objectstore(folder: Path) -> set[str]:
 
 @pytest.fixture
 def aiida(aiida_python: Path, tmp_path: Path) -> Aiida:
-    probe = subprocess.run([str(aiida_python), "-c", "import sqlite_utils, click, sys; "
-                            "sys.exit(tuple(map(int, click.__version__.split('.')[:2])) >= (8, 3))"],
-                           capture_output=True)
+    check = ("import sys, sqlite_utils; from importlib.metadata import version; "
+             "sys.exit(tuple(map(int, version('click').split('.')[:2])) >= (8, 3))")
+    probe = subprocess.run([str(aiida_python), "-c", check], capture_output=True)
     if probe.returncode != 0:  # dosfs's one runtime dependency that AiiDA does not bring;
         # AiiDA pins click < 8.3, and sqlite-utils 4 wants click >= 8.3
         subprocess.run([str(aiida_python), "-m", "pip", "install", "-q",
