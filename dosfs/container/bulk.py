@@ -102,7 +102,7 @@ def iter_objects(
                 if source is None:
                     yield [(row[0], None, row) for row in rows]
                 else:
-                    yield from _read_group(source, rows, hash_type)
+                    yield from _read_group(resolver, source, rows, hash_type)
             elif loose is not None:
                 h, pinned, size = loose
                 if pinned is None:
@@ -114,7 +114,9 @@ def iter_objects(
             yield [(h, None, missing_meta()) for h in missing + invalid]
 
 
-def _read_group(source: PackSource, group: list[FullRow], hash_type: str) -> Iterator[list[Item]]:
+def _read_group(
+    resolver: Resolver, source: PackSource, group: list[FullRow], hash_type: str
+) -> Iterator[list[Item]]:
     """Objects of one pack, sorted by offset, read in big windows: one batch per window."""
     i = 0
     n = len(group)
@@ -122,7 +124,7 @@ def _read_group(source: PackSource, group: list[FullRow], hash_type: str) -> Ite
         row = group[i]
         h, _c, _s, offset, length, _p = row
         if length > WINDOW:
-            yield [(h, reader_for(h, source, row[1:]), row)]
+            yield [(h, reader_for(h, source, row[1:], resolver.restart_lookup(h, row[1:])), row)]
             i += 1
             continue
         start, end = offset, offset + length

@@ -28,6 +28,7 @@ from dosfs.container.meta import CompressMode
 from dosfs.container.packs import PackAppender
 from dosfs.container.parts import Parts
 from dosfs.container.progress import Callback, Progress
+from dosfs.container.restarts import MIN_SIZE, Points, RestartingCompressor, compress_whole
 
 log = logging.getLogger("dosfs.container")
 
@@ -69,6 +70,8 @@ class PackSession:
         self.conn = self.index.write_conn()
         self.app: PackAppender | None = None
         self.rows: list[tuple[str, int, int, int, int, int]] = []
+        #: restart points of compressed objects in `rows` (dosfs-restarts.sqlite)
+        self.restart_rows: list[tuple[str, int, int, int, Points]] = []
         self.pending: set[str] = set()
         self.uncommitted_bytes = 0
         self.on_commit = on_commit
@@ -97,6 +100,9 @@ class PackSession:
         # validate, ordering by offset, happy about empty objects sharing an offset)
         self.index.insert_rows(self.rows, self.conn)
         app.mark_committed()
+        if self.restart_rows:
+            self.parts.restarts.record(self.restart_rows)
+            self.restart_rows = []
         keys = [r[0] for r in self.rows]
         self.rows = []
         self.pending.clear()
@@ -127,10 +133,13 @@ class PackSession:
         self.close(ok=exc_type is None)
 
     def _added(
-        self, app: PackAppender, hashkey: str, compressed: bool, size: int, offset: int
+        self, app: PackAppender, hashkey: str, compressed: bool, size: int, offset: int,
+        points: Points | None = None,
     ) -> None:
         length = app.tell() - offset
         self.rows.append((hashkey, int(compressed), size, offset, length, app.pack_id))
+        if points:
+            self.restart_rows.append((hashkey, app.pack_id, offset, length, points))
         self.pending.add(hashkey)
         self.uncommitted_bytes += length
         if len(self.rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
@@ -154,7 +163,13 @@ class PackSession:
                 pack_id = app.pack_id
                 pos = app.tell()
                 rows = self.rows
-            data = compress_fn(content, level) if compress else content
+            if not compress:
+                data = content
+            elif len(content) < MIN_SIZE:
+                data = compress_fn(content, level)
+            else:
+                data, points = compress_whole(content, level)
+                self.restart_rows.append((hashkey, pack_id, pos, len(data), points))
             n = len(data)
             app.write(data)
             rows.append((hashkey, int(compress), len(content), pos, n, pack_id))
@@ -167,9 +182,9 @@ class PackSession:
     def write_bytes(self, hashkey: str, content: bytes, compress: bool) -> None:
         app = self.appender()
         offset = app.tell()
-        data = zlib.compress(content, self.level) if compress else content
+        data, points = compress_whole(content, self.level) if compress else (content, [])
         app.write(data)
-        self._added(app, hashkey, compress, len(content), offset)
+        self._added(app, hashkey, compress, len(content), offset, points)
 
     def write_stream(
         self,
@@ -189,7 +204,7 @@ class PackSession:
         app = self.appender()
         offset = app.tell()
         hasher = new_hasher(self.layout.config.hash_type) if verify or name is None else None
-        cobj = zlib.compressobj(self.level) if compress else None
+        cobj = RestartingCompressor(self.level) if compress else None
         size = 0
         chunk = first
         while chunk:
@@ -209,7 +224,8 @@ class PackSession:
         if hashkey in self.pending or self.index.lookup(hashkey) is not None:
             app.truncate_to(offset)  # already stored: leave no hole
             return hashkey
-        self._added(app, hashkey, compress, size, offset)
+        self._added(app, hashkey, compress, size, offset,
+                    cobj.points if cobj is not None else None)
         return hashkey
 
 

@@ -17,6 +17,7 @@ from dosfs.container.locks import ContainerLock
 from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import LocalPackStore, PackCache, PackStore
 from dosfs.container.resolve import Resolver
+from dosfs.container.restarts import RestartIndex
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -27,6 +28,7 @@ class Parts:
     resolver: Resolver
     lock: ContainerLock
     chooser: PackChooser
+    restarts: RestartIndex
 
     @property
     def hash_type(self) -> str:
@@ -36,6 +38,7 @@ class Parts:
         """Close SQLite connections and forget cached pack sources (all threads)."""
         self.index.close()
         self.packs.clear()
+        self.restarts.close()
 
 
 def open_parts(folder: Path, index_cache_kib: int = 8192, store: PackStore | None = None) -> Parts:
@@ -44,11 +47,13 @@ def open_parts(folder: Path, index_cache_kib: int = 8192, store: PackStore | Non
     layout = Layout(folder, read_config(folder))
     index = Index(layout.index, index_cache_kib)
     packs = PackCache(store if store is not None else LocalPackStore(layout))
+    restarts = RestartIndex(str(folder))
     return Parts(
         layout=layout,
         index=index,
         packs=packs,
-        resolver=Resolver(layout, index, packs),
+        resolver=Resolver(layout, index, packs, restarts),
         lock=ContainerLock(layout.pack_lock),
         chooser=PackChooser(layout),
+        restarts=restarts,
     )

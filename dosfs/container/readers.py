@@ -27,11 +27,13 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from dosfs.container.checkpoints import SHARED, Cursor
 from dosfs.container.config import new_hasher
 from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
 from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackSource
+from dosfs.container.restarts import MARKER, MIN_SIZE, Lookup
 
 #: compressed bytes read from the pack at a time when decompressing
 COMPRESSED_CHUNK = 256 * 1024
@@ -162,37 +164,6 @@ class RawReader(ObjectReader):
         self._source = None
 
 
-class _Cursor:
-    """A decompressor and where it stands in the compressed bytes and in the output."""
-
-    __slots__ = ("dobj", "upos", "base", "buf", "off")
-
-    def __init__(self) -> None:
-        self.dobj: Any = zlib.decompressobj()
-        self.upos = 0  # uncompressed bytes produced so far
-        self.base = 0  # compressed offset (relative to the object start) of buf[0]
-        self.buf = b""  # compressed bytes fetched from the pack
-        self.off = 0  # how much of buf the decompressor has consumed
-
-    def copy(self) -> _Cursor:
-        other = _Cursor.__new__(_Cursor)
-        other.dobj = self.dobj.copy()
-        other.upos = self.upos
-        other.base = self.base
-        other.buf = self.buf
-        other.off = self.off
-        return other
-
-    def checkpoint(self) -> _Cursor:
-        """A copy that keeps no fetched bytes (only the compressed position to re-read from),
-        so a checkpoint costs the decompressor state and at most FEED bytes of its input."""
-        other = self.copy()
-        other.base = self.base + self.off
-        other.buf = b""
-        other.off = 0
-        return other
-
-
 class CompressedReader(ObjectReader):
     """Random access inside one zlib stream stored at [base, base + length) of a pack."""
 
@@ -206,7 +177,10 @@ class CompressedReader(ObjectReader):
         length: int,
         size: int,
         meta: ObjectMeta,
+        restarts: Lookup | None = None,
     ) -> None:
+        """`restarts`: gives the restart points dosfs recorded when it compressed the object
+        (restarts.py), asked on the first read that would otherwise inflate from far back."""
         self.hashkey = hashkey
         self._source: PackSource | None = source
         self._base = base
@@ -214,12 +188,17 @@ class CompressedReader(ObjectReader):
         self.size = size
         self.meta = meta
         self.interval = max(MIN_CHECKPOINT_INTERVAL, -(-size // MAX_CHECKPOINTS))
-        self._cp_pos: list[int] = [0]
-        self._cps: list[_Cursor] = [_Cursor()]
-        self._live: _Cursor | None = None
+        self._shared_key = (source.identity, base, length)
+        known = SHARED.get(self._shared_key) if size > self.interval else {}
+        known[0] = Cursor()
+        self._cp_pos: list[int] = sorted(known)
+        self._cps: list[Cursor] = [known[u] for u in self._cp_pos]
+        self._live: Cursor | None = None
         self._lock = threading.Lock()
         self._verified = False
         self._max_checkpoints = MAX_CHECKPOINTS
+        self._restarts = restarts if size >= MIN_SIZE else None
+        self._points: list[tuple[int, int]] = []  # restart points (uncompressed, compressed)
 
     def sequential(self) -> None:
         self._max_checkpoints = 0
@@ -233,7 +212,8 @@ class CompressedReader(ObjectReader):
         if source is None:
             raise ValueError("clone of a closed object reader")
         return CompressedReader(
-            self.hashkey, source, self._base, self._length, self.size, self.meta
+            self.hashkey, source, self._base, self._length, self.size, self.meta,
+            self._restarts,
         )
 
     def where(self) -> str:
@@ -244,7 +224,7 @@ class CompressedReader(ObjectReader):
     def _fail(self, reason: str) -> CorruptObject:
         return CorruptObject(self.hashkey, f"{reason} ({self.where()})")
 
-    def _step(self, cur: _Cursor, want: int) -> bytes:
+    def _step(self, cur: Cursor, want: int) -> bytes:
         """Produce at most `want` (>0) more bytes, never crossing a checkpoint boundary."""
         boundary = (cur.upos // self.interval + 1) * self.interval
         limit = min(want, boundary - cur.upos)
@@ -287,16 +267,40 @@ class CompressedReader(ObjectReader):
         ):
             i = bisect.bisect_left(self._cp_pos, cur.upos)
             if i == len(self._cp_pos) or self._cp_pos[i] != cur.upos:
+                checkpoint = cur.checkpoint()
                 self._cp_pos.insert(i, cur.upos)
-                self._cps.insert(i, cur.checkpoint())
+                self._cps.insert(i, checkpoint)
+                SHARED.add(self._shared_key, cur.upos, checkpoint)
         return out
 
-    def _start(self, offset: int) -> _Cursor:
+    def _start(self, offset: int) -> Cursor:
+        if self._restarts is not None and offset >= self.interval:
+            lookup, self._restarts = self._restarts, None
+            self._points = self._usable(lookup())
         i = bisect.bisect_right(self._cp_pos, offset) - 1
         live = self._live
         if live is not None and self._cp_pos[i] <= live.upos <= offset:
             return live
+        j = bisect.bisect_right(self._points, (offset, self._length)) - 1
+        if j >= 0 and self._points[j][0] > self._cp_pos[i]:
+            upos, cpos = self._points[j]
+            if self._marker_at(cpos):
+                return Cursor(upos, cpos, raw=True)
+            self._points = []  # no full flush there: the points are not for these bytes
         return self._cps[i].copy()
+
+    def _usable(self, points: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """Recorded restart points, if they can describe this stream at all."""
+        if not points or not all(0 < u < self.size and 4 <= c < self._length
+                                 for u, c in points):
+            return []
+        return points
+
+    def _marker_at(self, cpos: int) -> bool:
+        source = self._source
+        if source is None:
+            raise ValueError("read from a closed object reader")
+        return source.pread(4, self._base + cpos - 4) == MARKER
 
     def pread(self, offset: int, size: int) -> bytes:
         offset, end = self._span(offset, size)
@@ -310,10 +314,11 @@ class CompressedReader(ObjectReader):
             while cur.upos < end:
                 parts.append(self._step(cur, end - cur.upos))
             if end == self.size and not self._verified:
-                # consume the trailer: verifies adler32 of the whole object
+                # consume the trailer: verifies adler32 of the whole object (of the rest, from a
+                # restart point; the sha256 of a whole read covers everything)
                 while not cur.dobj.eof:
                     self._step(cur, 1)
-                self._verified = True
+                self._verified = not cur.raw
             self._live = cur
             return b"".join(parts)
 
@@ -330,12 +335,14 @@ class CompressedReader(ObjectReader):
         return len(self._cps)
 
 
-def reader_for(hashkey: str, source: PackSource, row: Sequence[int]) -> ObjectReader:
+def reader_for(
+    hashkey: str, source: PackSource, row: Sequence[int], restarts: Lookup | None = None
+) -> ObjectReader:
     """The reader of a packed row (compressed, size, offset, length, pack_id, ...)."""
     compressed, size, offset, length = row[0], row[1], row[2], row[3]
     meta = packed_meta(row)
     if compressed:
-        return CompressedReader(hashkey, source, offset, length, size, meta)
+        return CompressedReader(hashkey, source, offset, length, size, meta, restarts)
     if length != size:
         raise CorruptObject(hashkey, f"uncompressed but length {length} != size {size}")
     return RawReader(hashkey, source, offset, size, meta)

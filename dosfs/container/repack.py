@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zlib
 from collections.abc import Callable
 
 from dosfs.container.config import REPACK_PACK_ID, fsync_dir, new_hasher
@@ -35,6 +34,7 @@ from dosfs.container.packstore import PackSource
 from dosfs.container.parts import Parts
 from dosfs.container.progress import Callback, Progress
 from dosfs.container.readers import reader_for
+from dosfs.container.restarts import MIN_SIZE, Points, RestartingCompressor
 
 #: moves buffered in Python before they go into the temp table
 MOVES_BATCH = 10_000
@@ -98,7 +98,7 @@ def repack_pack(
                 "length INTEGER, compressed INTEGER)"
             )
             with PackAppender(layout, REPACK_PACK_ID) as out:
-                _copy_live_objects(parts, pack_id, mode, out, conn, callback)
+                restarts = _copy_live_objects(parts, pack_id, mode, out, conn, callback)
                 out.sync()
                 with write_transaction(conn):  # step 3
                     conn.execute(_SQL_TO_REPACK, (REPACK_PACK_ID, pack_id))
@@ -111,6 +111,7 @@ def repack_pack(
                     )
             os.unlink(layout.pack_path(REPACK_PACK_ID))
             fsync_dir(layout.packs)
+            parts.restarts.record(restarts)  # where the moved streams now lie
         finally:
             try:
                 conn.execute("DROP TABLE IF EXISTS temp.moves")
@@ -126,9 +127,9 @@ def _copy_live_objects(
     out: PackAppender,
     conn: sqlite3.Connection,
     callback: Callback | None,
-) -> None:
+) -> list[tuple[str, int, int, int, Points]]:
     """Step 2: the live objects of `pack_id`, in offset order, into `out`; moves into
-    temp.moves."""
+    temp.moves. Returns the restart points of the compressed ones at their new places."""
     src = parts.packs.open_uncached(pack_id)
     level = parts.layout.config.compression_level
     progress = Progress(callback)
@@ -136,15 +137,22 @@ def _copy_live_objects(
         total = parts.index.pack_stats().get(pack_id, (0, 0, 0, 0))[3]
         progress.init(total, f"Repack {pack_id}")
     batch: list[tuple[int, int, int, int]] = []
+    restarts: list[tuple[str, int, int, int, Points]] = []
     for rowid, hashkey, compressed, size, offset, length in parts.index.iter_pack_rows(pack_id):
         dest = _destination(mode, compressed, size, length, src, offset)
         new_offset = out.tell()
+        points: Points | None = None
         if dest == bool(compressed):
             _copy_range(src, offset, length, out.write, hashkey)
+            if compressed and size >= MIN_SIZE:  # the same stream: its points move along
+                points = parts.restarts.lookup(hashkey, pack_id, offset, length)
         else:
-            _transform(parts, hashkey, src, (compressed, size, offset, length, pack_id), dest,
-                       level, out)
-        batch.append((rowid, new_offset, out.tell() - new_offset, int(dest)))
+            points = _transform(parts, hashkey, src, (compressed, size, offset, length,
+                                                      pack_id), dest, level, out)
+        new_length = out.tell() - new_offset
+        batch.append((rowid, new_offset, new_length, int(dest)))
+        if points:
+            restarts.append((hashkey, pack_id, new_offset, new_length, points))
         if len(batch) >= MOVES_BATCH:
             conn.executemany("INSERT INTO temp.moves VALUES (?, ?, ?, ?)", batch)
             batch = []
@@ -152,6 +160,7 @@ def _copy_live_objects(
     if batch:
         conn.executemany("INSERT INTO temp.moves VALUES (?, ?, ?, ?)", batch)
     progress.close()
+    return restarts
 
 
 def _destination(
@@ -177,11 +186,12 @@ def _transform(
     compress: bool,
     level: int,
     out: PackAppender,
-) -> None:
-    """Re-encode one object (compress or decompress), refusing bytes that do not hash right."""
+) -> Points:
+    """Re-encode one object (compress or decompress), refusing bytes that do not hash right;
+    the restart points of what it wrote (none when decompressing)."""
     reader = reader_for(hashkey, src, row)
     hasher = new_hasher(parts.hash_type)
-    cobj = zlib.compressobj(level) if compress else None
+    cobj = RestartingCompressor(level) if compress else None
     pos = 0
     try:
         while pos < reader.size:
@@ -203,6 +213,7 @@ def _transform(
             f"cannot repack pack {row[4]}: object {hashkey} is corrupt (its bytes hash to "
             f"{got}, {reader.where()}); nothing was changed (run validate)"
         )
+    return cobj.points if cobj is not None else []
 
 
 def _copy_range(

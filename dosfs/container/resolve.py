@@ -28,6 +28,7 @@ from dosfs.container.readers import (
     packed_meta,
     reader_for,
 )
+from dosfs.container.restarts import Lookup, RestartIndex
 
 #: how often a read re-resolves an object that moved under it before giving up
 RETRIES = 20
@@ -59,12 +60,15 @@ SNAPSHOT_AGE = 0.05
 class Resolver:
     """Answers "where are the bytes of this key" for one container."""
 
-    __slots__ = ("layout", "index", "packs", "hash_type", "_loose_path")
+    __slots__ = ("layout", "index", "packs", "hash_type", "_loose_path", "restarts")
 
-    def __init__(self, layout: Layout, index: Index, packs: PackCache) -> None:
+    def __init__(
+        self, layout: Layout, index: Index, packs: PackCache, restarts: RestartIndex
+    ) -> None:
         self.layout = layout
         self.index = index
         self.packs = packs
+        self.restarts = restarts
         self.hash_type = layout.config.hash_type
         self._loose_path = layout.loose_path
 
@@ -135,7 +139,14 @@ class Resolver:
             return loose_reader(hashkey, pinned, pinned.opened_size)
         if row is None or source is None:  # pragma: no cover - resolve never does this
             raise CorruptObject(hashkey, "resolved to nothing")
-        return reader_for(hashkey, source, row)
+        return reader_for(hashkey, source, row, self.restart_lookup(hashkey, row))
+
+    def restart_lookup(self, hashkey: str, row: Sequence[int]) -> Lookup | None:
+        """How a reader of a compressed row finds its restart points (asked only if needed)."""
+        if not row[0]:
+            return None
+        offset, length, pack_id = row[2], row[3], row[4]
+        return lambda: self.restarts.lookup(hashkey, pack_id, offset, length)
 
     def entry(self, hashkey: str) -> tuple[int | None, int]:
         """(index row id, or None for a loose object; size): what a listing or a lookup of the
@@ -172,7 +183,7 @@ class Resolver:
                 raise NotExistent(f"no object with index row {rowid}")
             source = self._source(row[7], row[:7])
             if source is not None:
-                return reader_for(row[7], source, row[:7])
+                return reader_for(row[7], source, row[:7], self.restart_lookup(row[7], row[:7]))
         raise CorruptObject(f"row {rowid}", "the object kept moving while being opened")
 
     def meta(self, hashkey: str) -> ObjectMeta:
