@@ -33,7 +33,7 @@ from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
 from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackSource
-from dosfs.container.restarts import MARKER, MIN_SIZE, Lookup
+from dosfs.container.restarts import MARKER, MIN_SIZE, RESTART_EVERY, Lookup
 
 #: compressed bytes read from the pack at a time when decompressing
 COMPRESSED_CHUNK = 256 * 1024
@@ -274,7 +274,7 @@ class CompressedReader(ObjectReader):
         return out
 
     def _start(self, offset: int) -> Cursor:
-        if self._restarts is not None and offset >= self.interval:
+        if self._restarts is not None and offset >= RESTART_EVERY:
             lookup, self._restarts = self._restarts, None
             self._points = self._usable(lookup())
         i = bisect.bisect_right(self._cp_pos, offset) - 1

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger("dosfs.container")
 
 #: input bytes between two restart points
-RESTART_EVERY = 256 * 1024
+RESTART_EVERY = 128 * 1024
 #: objects smaller than this get no restart points (inflating them whole is cheap)
 MIN_SIZE = 2 * RESTART_EVERY
 #: what a full flush leaves in the stream, right before a restart point (an empty stored block)

@@ -210,6 +210,36 @@ def bench_api_compressed(ctx: Ctx) -> list[Figure]:
                 "read_bytes": s.random_read_size})]
 
 
+def bench_api_compressed_fresh(ctx: Ctx) -> list[Figure]:
+    """Each read on a new stream: dosfs reading what it compressed (restart points) and what
+    disk-objectstore compressed (after one whole read: shared checkpoints), against
+    disk-objectstore reading its own."""
+    s = ctx.sizes
+    src = ctx.dir("api-comp-fresh") / "src.txt"
+    data.write_file(src, data.compressible_chunks(s.compressed_bytes))
+    n = min(s.compressed_reads, 20)
+    res = {}
+    for name, writer, reader in (("dosfs", "dosfs", "dosfs"), ("foreign", "dos", "dosfs"),
+                                 ("dos", "dos", "dos")):
+        res[name] = ctx.worker({"task": "compressed_fresh", "side": reader, "writer": writer,
+                                "src": str(src), "size": s.compressed_bytes,
+                                "read_size": s.random_read_size, "reads": n,
+                                "folder": str(ctx.dir("api-comp-fresh", name)),
+                                "repeats": ctx.repeats})
+    params = {"object_bytes": s.compressed_bytes, "reads_per_run": n,
+              "read_bytes": s.random_read_size}
+    return [
+        Figure("api.compressed_fresh", "random 128 KiB read, each on a new stream, inside one "
+               "compressed object dosfs wrote", "ms/read",
+               side(dosfs_name(), res["dosfs"], "compressed_fresh", n),
+               side(DOS, res["dos"], "compressed_fresh", n), params=params),
+        Figure("api.compressed_fresh_foreign", "the same, object compressed by "
+               "disk-objectstore and read once before", "ms/read",
+               side(dosfs_name(), res["foreign"], "compressed_fresh", n),
+               side(DOS, res["dos"], "compressed_fresh", n), params=params),
+    ]
+
+
 # --- mount: dosfs mount vs native --------------------------------------------------------------
 
 
@@ -549,6 +579,8 @@ BENCHES = [
     Bench("api.loose", ["api.add_loose", "api.pack_all_loose"], bench_api_loose),
     Bench("api.stream", ["api.stream_write", "api.stream_read"], bench_api_stream),
     Bench("api.compressed", ["api.compressed_random"], bench_api_compressed),
+    Bench("api.compressed_fresh", ["api.compressed_fresh", "api.compressed_fresh_foreign"],
+          bench_api_compressed_fresh),
     Bench("mount", MOUNT_KEYS, bench_mount),
     Bench("daemon", ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"], bench_daemon),
     Bench("meta", META_KEYS, bench_meta),

@@ -262,6 +262,38 @@ def t_compressed_random(task: Task) -> dict[str, Any]:
     return {"timings": {"compressed_random": runs}, "info": {"reads": len(offsets)}}
 
 
+def t_compressed_fresh(task: Task) -> dict[str, Any]:
+    """Random 128 KiB reads inside one big compressed object, each on a new stream (as separate
+    opens through the mount are). `writer` compresses it (dosfs places restart points,
+    disk-objectstore does not), `side` reads it after one whole read (untimed), which leaves
+    dosfs's shared checkpoints behind for an object it did not compress."""
+    src, size, rsize = task["src"], task["size"], task["read_size"]
+    rng = random.Random(12)
+    offsets = [rng.randrange(0, max(1, size - rsize)) for _ in range(task["reads"])]
+    with open(src, "rb") as f:
+        expected = {off: (f.seek(off), f.read(rsize))[1] for off in offsets[:3]}
+    runs = []
+    folder = Path(task["folder"]) / "c"
+    with fresh_container(task["writer"], folder) as w:
+        with open(src, "rb") as f:
+            [h] = w.add_streamed_objects_to_pack([f], compress=True)
+        w.close()
+        with open_container(task["side"], str(folder)) as c:
+            with c.get_object_stream(h) as stream:
+                while stream.read(CHUNK):
+                    pass
+            for _ in range(task["repeats"]):
+                t0 = time.perf_counter()
+                for off in offsets:
+                    with c.get_object_stream(h) as stream:
+                        stream.seek(off)
+                        chunk = stream.read(rsize)
+                    if off in expected and chunk != expected[off]:
+                        raise AssertionError(f"wrong bytes at offset {off}")
+                runs.append(time.perf_counter() - t0)
+    return {"timings": {"compressed_fresh": runs}, "info": {"reads": len(offsets)}}
+
+
 def t_zlib_read(task: Task) -> dict[str, Any]:
     """Native side of compressed reads: pread the zlib stream from the pack and inflate it."""
     runs = []
@@ -440,6 +472,7 @@ TASKS: dict[str, Callable[[Task], dict[str, Any]]] = {
     "loose": t_loose,
     "stream_big": t_stream_big,
     "compressed_random": t_compressed_random,
+    "compressed_fresh": t_compressed_fresh,
     "zlib_read": t_zlib_read,
     "ingest": t_ingest,
     "stat_list": t_stat_list,
