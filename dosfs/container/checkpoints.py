@@ -4,7 +4,7 @@ and the checkpoints readers of the same stored object share within a process.
 Why shared: every open through the mount is a new reader, and a reader without checkpoints
 inflates from the object's start to reach an offset (120-200 ms for a 128 KiB read near the end
 of a 64 MiB object). Checkpoints are immutable once made (a reader only ever copies one), so
-readers of the same bytes (same pack file identity, offset and length) can use each other's:
+readers of the same bytes (same key, pack file identity, offset and length) can use each other's:
 after one pass over an object, any new reader starts within one checkpoint interval of any
 offset. Bounded: at most SHARED_MAX checkpoints (each the zlib state plus at most FEED bytes of
 input, ~80 KiB), least recently used objects first out.

@@ -188,7 +188,8 @@ class CompressedReader(ObjectReader):
         self.size = size
         self.meta = meta
         self.interval = max(MIN_CHECKPOINT_INTERVAL, -(-size // MAX_CHECKPOINTS))
-        self._shared_key = (source.identity, base, length)
+        # the key as well as the place: a pack file's inode number may be reused by another
+        self._shared_key = (hashkey, source.identity, base, length)
         known = SHARED.get(self._shared_key) if size > self.interval else {}
         known[0] = Cursor()
         self._cp_pos: list[int] = sorted(known)
