@@ -239,13 +239,20 @@ def t_stream_big(task: Task) -> dict[str, Any]:
             "info": {"bytes": task["size"]}}
 
 
+def _random_reads(task: Task, seed: int) -> tuple[list[int], dict[int, bytes]]:
+    """The offsets of a random-read figure, and the right bytes of the first three."""
+    size, rsize = task["size"], task["read_size"]
+    rng = random.Random(seed)
+    offsets = [rng.randrange(0, max(1, size - rsize)) for _ in range(task["reads"])]
+    with open(task["src"], "rb") as f:
+        expected = {off: (f.seek(off), f.read(rsize))[1] for off in offsets[:3]}
+    return offsets, expected
+
+
 def t_compressed_random(task: Task) -> dict[str, Any]:
     """Random 128 KiB reads (seek + read) inside one big compressed packed object."""
-    src, size, rsize = task["src"], task["size"], task["read_size"]
-    rng = random.Random(11)
-    offsets = [rng.randrange(0, max(1, size - rsize)) for _ in range(task["reads"])]
-    with open(src, "rb") as f:
-        expected = {off: (f.seek(off), f.read(rsize))[1] for off in offsets[:3]}
+    src, rsize = task["src"], task["read_size"]
+    offsets, expected = _random_reads(task, seed=11)
     runs = []
     with fresh_container(task["side"], Path(task["folder"]) / "c") as c:
         with open(src, "rb") as f:
@@ -267,11 +274,8 @@ def t_compressed_fresh(task: Task) -> dict[str, Any]:
     opens through the mount are). `writer` compresses it (dosfs places restart points,
     disk-objectstore does not), `side` reads it after one whole read (untimed), which leaves
     dosfs's shared checkpoints behind for an object it did not compress."""
-    src, size, rsize = task["src"], task["size"], task["read_size"]
-    rng = random.Random(12)
-    offsets = [rng.randrange(0, max(1, size - rsize)) for _ in range(task["reads"])]
-    with open(src, "rb") as f:
-        expected = {off: (f.seek(off), f.read(rsize))[1] for off in offsets[:3]}
+    src, rsize = task["src"], task["read_size"]
+    offsets, expected = _random_reads(task, seed=12)
     runs = []
     folder = Path(task["folder"]) / "c"
     with fresh_container(task["writer"], folder) as w:
