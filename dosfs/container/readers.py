@@ -280,15 +280,16 @@ class CompressedReader(ObjectReader):
             self._points = self._usable(lookup())
         i = bisect.bisect_right(self._cp_pos, offset) - 1
         live = self._live
-        if live is not None and self._cp_pos[i] <= live.upos <= offset:
-            return live
+        if live is not None and not self._cp_pos[i] <= live.upos <= offset:
+            live = None
+        nearest = live.upos if live is not None else self._cp_pos[i]
         j = bisect.bisect_right(self._points, (offset, self._length)) - 1
-        if j >= 0 and self._points[j][0] > self._cp_pos[i]:
+        if j >= 0 and self._points[j][0] > nearest:
             upos, cpos = self._points[j]
             if self._marker_at(cpos):
                 return Cursor(upos, cpos, raw=True)
             self._points = []  # no full flush there: the points are not for these bytes
-        return self._cps[i].copy()
+        return live if live is not None else self._cps[i].copy()
 
     def _usable(self, points: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         """Recorded restart points, if they can describe this stream at all."""

@@ -96,6 +96,11 @@ def test_dosfs_compressed_objects_restart_near_the_offset(container: Container, 
         if offset >= SIZE // 2:  # from the start, it reads all compressed bytes before
             assert plain_source.read > 4 * source.read
     source, reader = _reader(container, key)
+    assert reader.pread(9 * RESTART_EVERY, 4096) == data[9 * RESTART_EVERY :][:4096]
+    before = source.read
+    assert reader.pread(SIZE - 4096, 4096) == data[-4096:]  # far ahead of where it stands:
+    assert source.read - before <= 3 * RESTART_EVERY  # a restart point, not inflating on
+    source, reader = _reader(container, key)
     assert reader.pread(0, SIZE) == data  # the whole, in order, still right
 
 
