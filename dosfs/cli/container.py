@@ -132,9 +132,17 @@ def add(args: tuple[str, ...], to_pack: bool, compress: str | None, as_json: boo
 
 @click.command(epilog=ENV_HELP)
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] HASH")
-def cat(args: tuple[str, ...]) -> None:
-    """Write an object's content to stdout."""
+@click.option("--no-verify", is_flag=True,
+              help="Write the stored bytes as they are, without hashing them.")
+def cat(args: tuple[str, ...], no_verify: bool) -> None:
+    """Write an object's content to stdout, verified as the mount does.
+
+    An object of up to 1 MiB is hashed before its first byte is written; a bigger one streams,
+    and its last piece is written only if the whole object hashed to its name: otherwise the
+    output stops short and the exit status is 1.
+    """
     from dosfs import InvalidHashKey, NotExistent
+    from dosfs.container.verify import copy_verified
 
     container, keys = split_container(args, "HASH")
     if len(keys) != 1:
@@ -148,11 +156,7 @@ def cat(args: tuple[str, ...]) -> None:
         raise click.ClickException(f"no object {keys[0]} in {c.folder}") from None
     out = sys.stdout.buffer
     with reader:
-        offset = 0
-        while offset < reader.size:
-            chunk = reader.pread(offset, 1024 * 1024)
-            out.write(chunk)
-            offset += len(chunk)
+        copy_verified(reader, c.hash_type, out.write, verify=not no_verify)
     out.flush()
 
 
