@@ -177,7 +177,7 @@ def status(container: str, as_json: bool, timeout: float) -> None:
 
         remote_status(container, timeout=timeout, as_json=as_json)
         return
-    c = open_container(Path(container))
+    c = open_container(Path(container), check_index=True)
     count, size, config = c.count_objects(), c.get_total_size(), c.config
     info = {
         "folder": str(c.folder),
@@ -219,7 +219,7 @@ def status(container: str, as_json: bool, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pack(container: Path, compress: str, keep_loose: bool, as_json: bool) -> None:
     """Move loose objects into packs (then remove their loose copies)."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     before = c.count_objects()
     progress = Progress()
     try:
@@ -273,7 +273,7 @@ def clean(container: Path, vacuum: bool, sandbox_max_age: float, as_json: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def validate(container: Path, as_json: bool) -> None:
     """Re-hash every object and check the packs; exit status 1 if anything is wrong."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     progress = Progress()
     try:
         report = c.validate_report(callback=progress)
@@ -294,7 +294,7 @@ def validate(container: Path, as_json: bool) -> None:
 def repack(container: Path, compress: str) -> None:
     """Rewrite packs without the holes left by deleted objects. A mount of the container keeps
     serving: open files read their pinned bytes, new reads find the objects' new places."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     for point in _mounted_at(c.folder):
         click.echo(f"dosfs: note: {c.folder} is mounted at {point}; the mount keeps serving "
                    "during the repack", err=True)
@@ -315,7 +315,7 @@ def delete(args: tuple[str, ...], force: bool) -> None:
     """Delete objects; exit status 1 if some did not exist. Refused while the container is
     mounted (its by-hash/ names would vanish, links in incoming/ dangle) unless --force."""
     container, keys = split_container(args, "HASH")
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     mounted = _mounted_at(c.folder)
     if mounted and not force:
         raise click.ClickException(
@@ -357,7 +357,7 @@ def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None) -> None:
         raise click.UsageError(f"missing CONTAINER (or set ${CONTAINER_ENV}) before DEST")
     else:
         raise click.UsageError("expected [CONTAINER] DEST")
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     progress = Progress()
     try:
         result = run_backup(c, dest, keep=keep, rsync_exe=rsync_exe, callback=progress)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
@@ -122,6 +123,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return f"a damaged SQLite index (packs.idx): {exc}"
     return str(exc) or type(exc).__name__
 
 
@@ -160,10 +163,11 @@ def split_container(args: tuple[str, ...], what: str) -> tuple[Path, tuple[str, 
     return container, rest
 
 
-def open_container(folder: Path) -> Any:
-    """The Container in `folder`, or a one-line error that says what to do."""
+def open_container(folder: Path, *, check_index: bool = False) -> Any:
+    """The Container in `folder`, or a one-line error that says what to do. `check_index`:
+    refuse a damaged packs.idx now (commands that read or rewrite all of it)."""
     from dosfs import Container
-    from dosfs.container.errors import NotInitialised
+    from dosfs.container.errors import InvalidContainer, NotInitialised
 
     path = Path(os.path.abspath(folder))
     if not path.exists():
@@ -173,7 +177,9 @@ def open_container(folder: Path) -> Any:
     c = Container(path)
     try:
         c.layout  # noqa: B018 - reads config.json now, so the error names the folder
-    except NotInitialised as exc:
+        if check_index:
+            c.check_index()
+    except (NotInitialised, InvalidContainer) as exc:
         raise click.ClickException(str(exc)) from None
     return c
 
