@@ -205,6 +205,10 @@ def mount(
     Foreground: serve until unmounted or signalled. Background: start the daemon and wait
     for its readiness report.
     """
+    if is_remote(container):
+        if opts.rw_given:
+            raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
+        opts.read_only = True
     if foreground:
         from dosfs.daemon import serve
 

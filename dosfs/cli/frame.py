@@ -81,7 +81,9 @@ class DosfsGroup(click.Group):
         if i < len(argv) and argv[i] not in self.commands and not argv[i].startswith("-"):
             first = argv[i]
             if "://" in first or os.path.isdir(first) or os.sep in first:
-                argv.insert(i, "mount")  # `dosfs CONTAINER MOUNTPOINT -o OPTS` (mount.fuse3)
+                # `dosfs CONTAINER MOUNTPOINT -o OPTS` (mount.fuse3): said, because mount(8)
+                # adds `rw` to every helper's options by itself
+                argv[i:i] = ["mount", "--mount-helper"]
         debug = "--debug" in argv[:i]
         command = argv[i] if i < len(argv) and argv[i] in self.commands else ""
         try:

@@ -9,6 +9,7 @@ Listings are keyset pages (by id, by uuid): memory stays flat for 10^6 nodes.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -21,6 +22,8 @@ _COLUMNS = "id, uuid, node_type, label, repository_metadata"
 _UUID_CHARS = re.compile(r"^[0-9a-f-]{1,36}$")
 #: a prefix shorter than this is not resolved (like short hashes)
 MIN_PREFIX = 8
+#: the db_dbsetting key of the profile's repository uuid (= its container's container_id)
+REPOSITORY_UUID_KEY = "repository|uuid"
 
 
 class NodeRow(NamedTuple):
@@ -45,6 +48,7 @@ class Source(Protocol):
     def resolve_prefix(self, prefix: str) -> str | None: ...
     def pks_after(self, after: int, limit: int) -> list[tuple[int, str]]: ...
     def uuids_after(self, after: str, limit: int) -> list[tuple[int, str]]: ...
+    def repository_uuid(self) -> str | None: ...
     def close(self) -> None: ...
 
 
@@ -114,11 +118,30 @@ class SqliteSource:
                            "LIMIT ?", after, limit)
         return [(int(str(pk)), str(uuid)) for pk, uuid in rows]
 
+    def repository_uuid(self) -> str | None:
+        """The profile's repository uuid (its container's container_id), None if unrecorded."""
+        try:
+            rows = self._query("SELECT val FROM db_dbsetting WHERE key = ?", REPOSITORY_UUID_KEY)
+        except sqlite3.OperationalError:  # no such table: an older or stripped database
+            return None
+        return _setting_text(rows[0][0]) if rows else None
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def _setting_text(value: object) -> str | None:
+    """A db_dbsetting value (JSON text in SQLite) as a string."""
+    if not isinstance(value, str):
+        return None if value is None else str(value)
+    try:
+        loaded = json.loads(value)
+    except ValueError:
+        return value
+    return str(loaded) if loaded is not None else None
 
 
 def open_source(spec: str) -> Source:

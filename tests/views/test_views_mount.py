@@ -7,12 +7,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dosfs import Container
+from tests.fs.conftest import FSNAME, fsname_mounts
 from tests.views.conftest import Profile
 
 
@@ -125,3 +130,32 @@ def test_live_new_nodes_and_packing(mount: Any, make_profile: Any) -> None:
     hello = next(n for n in profile.nodes if n["label"] == "single")
     path = nodes / "by-pk" / str(hello["pk"]) / "hello.txt"
     assert os.getxattr(path, "user.dosfs.type") == b"packed"
+
+
+def test_a_container_that_is_not_the_profiles_is_refused(
+    mount: Any, make_profile: Any, tmp_path: Path
+) -> None:
+    """Issue 22: --aiida-db with another container showed empty node folders."""
+    profile: Profile = make_profile()
+    other = tmp_path / "other"
+    Container(other).init_container()
+    mnt = tmp_path / "refused"
+    mnt.mkdir()
+    for form in (["--aiida-db", str(profile.database)], ["-o", f"aiida_db={profile.database}"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "dosfs.cli", "mount", "-o", f"fsname={FSNAME}", *form,
+             str(other), str(mnt)], capture_output=True, text=True, timeout=60,
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("dosfs: error: ") and "repository" in lines[0], lines[0]
+        assert Container(profile.container).container_id in lines[0]
+        assert str(mnt) not in fsname_mounts()
+    # a database that does not record its repository is not refused (nothing to compare)
+    bare = tmp_path / "bare.sqlite"
+    shutil.copy(profile.database, bare)
+    with sqlite3.connect(bare) as conn:
+        conn.execute("DELETE FROM db_dbsetting WHERE key = 'repository|uuid'")
+    m = mount(profile.container, f"aiida_db={bare}")
+    node = profile.nodes[0]
+    assert walk(m.path / "nodes" / "by-pk" / str(node["pk"])) == node["tree"]
