@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 _COLUMNS = "id, uuid, node_type, label, repository_metadata"
 #: a UUID or a prefix of one (lowercase hex and dashes): anything else never reaches SQL
 _UUID_CHARS = re.compile(r"^[0-9a-f-]{1,36}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: a prefix shorter than this is not resolved (like short hashes)
 MIN_PREFIX = 8
 #: the db_dbsetting key of the profile's repository uuid (= its container's container_id)
@@ -54,6 +55,11 @@ class Source(Protocol):
 
 def valid_uuid_text(name: str) -> bool:
     return bool(_UUID_CHARS.match(name))
+
+
+def is_uuid(text: object) -> bool:
+    """A whole uuid in AiiDA's form (lowercase hex, dashed 8-4-4-4-12)."""
+    return isinstance(text, str) and bool(_UUID.match(text))
 
 
 class SqliteSource:

@@ -159,3 +159,66 @@ def test_a_container_that_is_not_the_profiles_is_refused(
     m = mount(profile.container, f"aiida_db={bare}")
     node = profile.nodes[0]
     assert walk(m.path / "nodes" / "by-pk" / str(node["pk"])) == node["tree"]
+
+
+def _copy_node(conn: sqlite3.Connection, pk: int, new_pk: int, uuid: str,
+               metadata: str | None = None) -> None:
+    """A copy of row `pk` as `new_pk` with another uuid (and repository_metadata)."""
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(db_dbnode)")]
+    values = dict(zip(cols, conn.execute("SELECT * FROM db_dbnode WHERE id = ?",
+                                         (pk,)).fetchone(), strict=True))
+    values.update(id=new_pk, uuid=uuid)
+    if metadata is not None:
+        values["repository_metadata"] = metadata
+    conn.execute(f"INSERT INTO db_dbnode ({', '.join(cols)}) VALUES "
+                 f"({', '.join('?' * len(cols))})", [values[c] for c in cols])
+
+
+def test_a_damaged_database_serves_the_rest(mount: Any, make_profile: Any) -> None:
+    """Issue 22: one bad uuid made every listing EIO; one bad name or entry a whole node EIO;
+    a short key showed as a link to an object the node does not reference."""
+    import json
+
+    profile: Profile = make_profile()
+    single = next(n for n in profile.nodes if n["label"] == "single")
+    key = hashlib.sha256(b"hello from aiida\n").hexdigest()
+    hostile = {"o": {
+        "good.txt": {"k": key},
+        "sub": {"o": {"inner.txt": {"k": key}, "bad\u0000nul": {"k": key}}},
+        "x" * 300: {"k": key},                      # over 255 bytes
+        "\udc80broken": {"k": key},                  # not valid Unicode
+        "not-an-object": 5,
+        "short-key": {"k": key[:8]},                 # would resolve as a short hash
+        "number-key": {"k": 7},
+        "..": {"k": key},
+    }}
+    with sqlite3.connect(profile.database) as conn:
+        _copy_node(conn, single["pk"], 9001, "zzzzzzzz-not-a-uuid")       # sorts last
+        _copy_node(conn, single["pk"], 9002, "0000000g-0000-0000-0000-000000000000")  # first
+        _copy_node(conn, single["pk"], 9003, "7ee1e7ee-0000-4000-8000-000000000003",
+                   json.dumps(hostile))
+        _copy_node(conn, single["pk"], 9004, "7ee1e7ee-0000-4000-8000-000000000004", "[1, 2]")
+    m = mount(profile.container, f"aiida_db={profile.database}")
+    nodes = m.path / "nodes"
+    for _ in range(2):  # a second pass logs nothing new
+        pks = set(os.listdir(nodes / "by-pk"))
+        assert {str(n["pk"]) for n in profile.nodes} | {"9003", "9004"} == pks
+        uuids = set(os.listdir(nodes / "by-uuid"))
+        assert {n["uuid"] for n in profile.nodes} < uuids
+        assert not any("z" in u or "g" in u for u in uuids)
+        for pk in ("9001", "9002"):
+            with pytest.raises(FileNotFoundError):
+                os.listdir(nodes / "by-pk" / pk)
+        crafted = nodes / "by-pk" / "9003"
+        assert walk(crafted) == {"good.txt": b"hello from aiida\n".hex(),
+                                 "sub": {"inner.txt": b"hello from aiida\n".hex()}}
+        with pytest.raises(FileNotFoundError):
+            os.lstat(crafted / "short-key")
+        assert os.listdir(nodes / "by-pk" / "9004") == []  # not AiiDA's format: empty
+        assert walk(nodes / "by-pk" / str(single["pk"])) == single["tree"]
+    warnings = [line for line in m.log_text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 10, "\n".join(warnings)
+    for words in ("node 9001: its uuid", "node 9002: its uuid", "over 255", "not valid Unicode",
+                  "NUL", "not-an-object: the entry is not an object", "short-key", "number-key",
+                  "the name '..'", "node 9004: repository_metadata is not an object"):
+        assert sum(words in line for line in warnings) == 1, (words, warnings)
