@@ -234,3 +234,22 @@ def test_read_only_container_with_a_live_writer(folder: Path, read_only_view: ob
         assert writer.stdin is not None
         writer.stdin.close()
         writer.wait(timeout=30)
+
+
+def test_read_only_container_whose_wal_cannot_be_read(
+    folder: Path, read_only_view: object
+) -> None:
+    """A writer killed with changes in its -wal, and its -shm gone: read-only, SQLite cannot
+    read that WAL, and reading around it could miss objects: one line that says what to do."""
+    _packed_container(folder, 10)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    writer.kill()
+    writer.wait(timeout=30)
+    assert (folder / "packs.idx-wal").stat().st_size > 0
+    (folder / "packs.idx-shm").unlink()
+    ro = read_only_view(folder)  # type: ignore[operator]
+    for command in ("status", "validate"):
+        line = one_error_line(dosfs(command, str(ro)), "packs.idx", "-wal", "read-only")
+        assert "full disk" not in line
