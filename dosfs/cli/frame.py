@@ -125,7 +125,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+    if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database": not busy, full
         return f"a damaged SQLite index (packs.idx): {exc}"
     return str(exc) or type(exc).__name__
 
