@@ -143,7 +143,7 @@ def serve(
         check_fuse()
         mp = check_mountpoint(mountpoint)
         engine = open_engine(container, opts)
-        views = _open_views(opts.aiida_db)
+        views = _open_views(opts.aiida_db, str(getattr(engine, "container_id", "")))
     except MountError as exc:
         reporter.error(str(exc))
         raise
@@ -212,16 +212,29 @@ def serve(
         log.info("unmounted %s", mp)
 
 
-def _open_views(spec: str | None) -> Source | None:
-    """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong."""
+def _open_views(spec: str | None, container_id: str) -> Source | None:
+    """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong:
+    also when the profile's repository is another container (its node folders would look
+    empty: none of their objects is here)."""
     if spec is None:
         return None
     from dosfs.views.sources import open_source
 
     try:
-        return open_source(spec)
+        source = open_source(spec)
+        uuid = source.repository_uuid()
     except (OSError, ValueError, sqlite3.Error) as exc:
         raise MountError(f"cannot open the AiiDA database {spec}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - psycopg's errors, without importing it here
+        raise MountError(f"cannot open the AiiDA database {spec}: "
+                         f"{' '.join(str(exc).split())}") from None
+    if uuid is not None and container_id and uuid != container_id:
+        source.close()
+        raise MountError(
+            f"the AiiDA profile of {spec} uses the repository {uuid}, but this container is "
+            f"{container_id}: mount the profile's own container"
+        )
+    return source
 
 
 def _invalidate_entry(parent_inode: int, name: bytes) -> None:

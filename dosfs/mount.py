@@ -179,6 +179,7 @@ def open_container(folder: Path) -> Container:
     container = Container(path, index_cache_kib=DAEMON_SQLITE_CACHE_KIB)
     try:
         container.hash_length  # noqa: B018 - reads and validates config.json
+        container.check_index()  # a damaged packs.idx would be EIO for every packed object
     except DosfsError as exc:
         raise MountError(f"not a usable container: {exc}") from None
     except OSError as exc:
@@ -204,6 +205,10 @@ def mount(
     Foreground: serve until unmounted or signalled. Background: start the daemon and wait
     for its readiness report.
     """
+    if is_remote(container):
+        if opts.rw_given:
+            raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
+        opts.read_only = True
     if foreground:
         from dosfs.daemon import serve
 

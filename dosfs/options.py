@@ -58,6 +58,8 @@ class MountError(Exception):
 @dataclass
 class MountOptions:
     read_only: bool = False
+    #: `rw` was asked for (an s3:// mount refuses it rather than silently mount read-only)
+    rw_given: bool = False
     allow_other: bool = False
     listing: bool = True
     max_names: int = DEFAULT_MAX_NAMES
@@ -168,6 +170,7 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                     raise MountError(f"mount option {key} takes no value")
                 if key in ("ro", "rw"):
                     opts.read_only = key == "ro"
+                    opts.rw_given = key == "rw"
                 elif key == "allow_other":
                     opts.allow_other = True
                 elif key in ("nolisting", "listing"):

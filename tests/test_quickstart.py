@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dosfs import Container
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,6 +62,16 @@ def test_scripts_run_mounts_the_demo(tmp_path: Path) -> None:
         assert "(already mounted)" in again.stdout
         assert f"dosfs umount {mountpoint}" in again.stdout
         assert f"logs to {mountpoint}.log" in again.stdout and Path(f"{mountpoint}.log").is_file()
+        other = tmp_path / "other"
+        Container(other).init_container()
+        refused = subprocess.run(  # issue 22: it said "(already mounted)", exit 0
+            [str(ROOT / "scripts" / "run"), str(other), str(mountpoint)], env=env,
+            capture_output=True, text=True, timeout=300,
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"already serves {container}, not {other}" in refused.stderr, refused.stderr
+        assert "(already mounted)" not in refused.stdout
+        assert len(os.listdir(mountpoint / "by-hash")) == len(names)  # still the demo
         helped = subprocess.run([str(ROOT / "scripts" / "run"), "--help"], capture_output=True,
                                 text=True, timeout=60)
         assert helped.returncode == 0 and "scripts/run CONTAINER" in helped.stdout

@@ -132,9 +132,17 @@ def add(args: tuple[str, ...], to_pack: bool, compress: str | None, as_json: boo
 
 @click.command(epilog=ENV_HELP)
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] HASH")
-def cat(args: tuple[str, ...]) -> None:
-    """Write an object's content to stdout."""
+@click.option("--no-verify", is_flag=True,
+              help="Write the stored bytes as they are, without hashing them.")
+def cat(args: tuple[str, ...], no_verify: bool) -> None:
+    """Write an object's content to stdout, verified as the mount does.
+
+    An object of up to 1 MiB is hashed before its first byte is written; a bigger one streams,
+    and its last piece is written only if the whole object hashed to its name: otherwise the
+    output stops short and the exit status is 1.
+    """
     from dosfs import InvalidHashKey, NotExistent
+    from dosfs.container.verify import copy_verified
 
     container, keys = split_container(args, "HASH")
     if len(keys) != 1:
@@ -148,11 +156,7 @@ def cat(args: tuple[str, ...]) -> None:
         raise click.ClickException(f"no object {keys[0]} in {c.folder}") from None
     out = sys.stdout.buffer
     with reader:
-        offset = 0
-        while offset < reader.size:
-            chunk = reader.pread(offset, 1024 * 1024)
-            out.write(chunk)
-            offset += len(chunk)
+        copy_verified(reader, c.hash_type, out.write, verify=not no_verify)
     out.flush()
 
 
@@ -173,7 +177,7 @@ def status(container: str, as_json: bool, timeout: float) -> None:
 
         remote_status(container, timeout=timeout, as_json=as_json)
         return
-    c = open_container(Path(container))
+    c = open_container(Path(container), check_index=True)
     count, size, config = c.count_objects(), c.get_total_size(), c.config
     info = {
         "folder": str(c.folder),
@@ -215,7 +219,7 @@ def status(container: str, as_json: bool, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pack(container: Path, compress: str, keep_loose: bool, as_json: bool) -> None:
     """Move loose objects into packs (then remove their loose copies)."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     before = c.count_objects()
     progress = Progress()
     try:
@@ -269,7 +273,7 @@ def clean(container: Path, vacuum: bool, sandbox_max_age: float, as_json: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def validate(container: Path, as_json: bool) -> None:
     """Re-hash every object and check the packs; exit status 1 if anything is wrong."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     progress = Progress()
     try:
         report = c.validate_report(callback=progress)
@@ -290,7 +294,7 @@ def validate(container: Path, as_json: bool) -> None:
 def repack(container: Path, compress: str) -> None:
     """Rewrite packs without the holes left by deleted objects. A mount of the container keeps
     serving: open files read their pinned bytes, new reads find the objects' new places."""
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     for point in _mounted_at(c.folder):
         click.echo(f"dosfs: note: {c.folder} is mounted at {point}; the mount keeps serving "
                    "during the repack", err=True)
@@ -311,7 +315,7 @@ def delete(args: tuple[str, ...], force: bool) -> None:
     """Delete objects; exit status 1 if some did not exist. Refused while the container is
     mounted (its by-hash/ names would vanish, links in incoming/ dangle) unless --force."""
     container, keys = split_container(args, "HASH")
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     mounted = _mounted_at(c.folder)
     if mounted and not force:
         raise click.ClickException(
@@ -353,7 +357,7 @@ def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None) -> None:
         raise click.UsageError(f"missing CONTAINER (or set ${CONTAINER_ENV}) before DEST")
     else:
         raise click.UsageError("expected [CONTAINER] DEST")
-    c = open_container(container)
+    c = open_container(container, check_index=True)
     progress = Progress()
     try:
         result = run_backup(c, dest, keep=keep, rsync_exe=rsync_exe, callback=progress)

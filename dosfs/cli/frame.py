@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
@@ -80,7 +81,9 @@ class DosfsGroup(click.Group):
         if i < len(argv) and argv[i] not in self.commands and not argv[i].startswith("-"):
             first = argv[i]
             if "://" in first or os.path.isdir(first) or os.sep in first:
-                argv.insert(i, "mount")  # `dosfs CONTAINER MOUNTPOINT -o OPTS` (mount.fuse3)
+                # `dosfs CONTAINER MOUNTPOINT -o OPTS` (mount.fuse3): said, because mount(8)
+                # adds `rw` to every helper's options by itself
+                argv[i:i] = ["mount", "--mount-helper"]
         debug = "--debug" in argv[:i]
         command = argv[i] if i < len(argv) and argv[i] in self.commands else ""
         try:
@@ -122,6 +125,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
+    if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database": not busy, full
+        return f"a damaged SQLite index (packs.idx): {exc}"
     return str(exc) or type(exc).__name__
 
 
@@ -160,10 +165,11 @@ def split_container(args: tuple[str, ...], what: str) -> tuple[Path, tuple[str, 
     return container, rest
 
 
-def open_container(folder: Path) -> Any:
-    """The Container in `folder`, or a one-line error that says what to do."""
+def open_container(folder: Path, *, check_index: bool = False) -> Any:
+    """The Container in `folder`, or a one-line error that says what to do. `check_index`:
+    refuse a damaged packs.idx now (commands that read or rewrite all of it)."""
     from dosfs import Container
-    from dosfs.container.errors import NotInitialised
+    from dosfs.container.errors import InvalidContainer, NotInitialised
 
     path = Path(os.path.abspath(folder))
     if not path.exists():
@@ -173,7 +179,9 @@ def open_container(folder: Path) -> Any:
     c = Container(path)
     try:
         c.layout  # noqa: B018 - reads config.json now, so the error names the folder
-    except NotInitialised as exc:
+        if check_index:
+            c.check_index()
+    except (NotInitialised, InvalidContainer) as exc:
         raise click.ClickException(str(exc)) from None
     return c
 

@@ -38,9 +38,11 @@ def _options_help() -> str:
 @click.option("-f", "--foreground", is_flag=True, help="Stay attached (systemd, debugging).")
 @click.option("-n", "--no-mtab", "no_mtab", is_flag=True, hidden=True)  # mount(8) may pass it
 @click.option("--ready-fd", type=int, hidden=True)
+@click.option("--mount-helper", "helper", is_flag=True, hidden=True)  # run by mount(8)
 @click.pass_context
 def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
-          aiida_db: str | None, foreground: bool, no_mtab: bool, ready_fd: int | None) -> None:
+          aiida_db: str | None, foreground: bool, no_mtab: bool, ready_fd: int | None,
+          helper: bool) -> None:
     """Mount CONTAINER at MOUNTPOINT; returns once the mount is ready (the daemon runs on in
     the background, or attached with --foreground).
 
@@ -65,6 +67,8 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
     log_file = ctx.obj.get("log_file") if ctx.obj else None
     try:
         opts = lifecycle.parse_options(options)
+        if helper:
+            opts.rw_given = False  # mount(8) says rw unless ro: not the user's request
         if aiida_db:
             if "," in aiida_db:
                 raise lifecycle.MountError("--aiida-db needs a path without commas")

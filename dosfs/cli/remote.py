@@ -49,13 +49,16 @@ def register(main: click.Group) -> None:
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] s3://BUCKET/PREFIX")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds before one request to the server gives up (retried with backoff).")
+@click.option("--force", is_flag=True,
+              help="Replace what is published there even if it is another container.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def push(args: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def push(args: tuple[str, ...], timeout: float, force: bool, as_json: bool) -> None:
     """Publish a container (it may be in use) to S3 as a new generation.
 
     Incremental: only bytes not yet in the bucket go up; the pointer to the new generation is
     written last, so readers see the old or the new generation whole. Creates the bucket if
-    missing.
+    missing. A prefix that holds another container (another container id) is refused unless
+    --force.
     """
     from dosfs.remote.push import push as run_push
 
@@ -68,7 +71,7 @@ def push(args: tuple[str, ...], timeout: float, as_json: bool) -> None:
     open_container(container).close()  # the CLI's clear errors for a missing container
     bar = UploadBar(enabled=sys.stderr.isatty() and not as_json)
     try:
-        report = run_push(container, target, timeout=timeout, progress=bar.update)
+        report = run_push(container, target, timeout=timeout, progress=bar.update, force=force)
     finally:
         bar.close()
     if as_json:

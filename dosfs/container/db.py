@@ -44,9 +44,9 @@ def create_schema(path: str) -> None:
         db.close()
 
 
-def connect(path: str, cache_kib: int = 8192) -> sqlite3.Connection:
+def connect(path: str, cache_kib: int = 8192, *, uri: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, cached_statements=512
+        path, isolation_level=None, check_same_thread=False, cached_statements=512, uri=uri
     )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")

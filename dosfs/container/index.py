@@ -16,10 +16,9 @@ Why it looks like this:
   (loose copies are deleted right after a commit: the commit must be on disk first), and
   checkpoint passively after committing, so the main file holds what was committed even while
   long-lived readers (the mount) keep the WAL open. No checkpoint ever waits for a reader.
-- A full disk: a reader needs `packs.idx-shm`, which SQLite cannot create or size on a full
-  disk. `keepalive()` (the mount calls it at start) keeps one connection open so the file
-  exists; without it, a read falls back to an immutable connection, valid exactly while no
-  usable `-shm` exists (nobody can commit without one) and the WAL is empty.
+- Opening (index_opening.py): a full disk, a read-only container and a damaged index; the
+  mount calls `keepalive()` at start, so that `-shm` exists and reads keep working when the
+  disk fills up later.
 """
 
 from __future__ import annotations
@@ -34,8 +33,9 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dosfs.container.db import checkpoint, connect, create_schema, write_transaction
-from dosfs.container.errors import InvalidContainer
+from dosfs.container.db import checkpoint, connect, write_transaction
+from dosfs.container.errors import InvalidContainer, ModificationNotAllowed
+from dosfs.container.index_opening import IndexOpening
 from dosfs.container.index_scans import IndexScans
 from dosfs.container.index_sql import (
     _ROW_COLS,
@@ -58,9 +58,6 @@ IN_CHUNK = 900
 SCAN_RATIO = 3
 SCAN_MIN_KEYS = 2000
 SCAN_MAX_ROWS = 2_000_000
-#: the smallest usable wal-index (-shm) file
-SHM_MIN_SIZE = 32 * 1024
-
 _SERIALS = itertools.count(1)
 #: connections inherited across a fork: never used again, and never closed either (closing a
 #: parent's SQLite connection in the child can disturb the parent's locks and WAL)
@@ -97,7 +94,7 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class Index(IndexScans):
+class Index(IndexOpening, IndexScans):
     """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
 
     def __init__(self, path: str, cache_kib: int = 8192) -> None:
@@ -110,67 +107,13 @@ class Index(IndexScans):
         # next one is opened, so short-lived threads do not leak a connection (and its cache) each
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._checked = False
+        self._read_only: bool | None = None
         self._keepalive: sqlite3.Connection | None = None
         _ALL_INDEXES.add(self)
 
     # -- connections -------------------------------------------------------------------------
-    def _ensure(self) -> None:
-        if self._checked:
-            return
-        if not os.path.exists(self.path):
-            create_schema(self.path)
-        else:
-            conn: sqlite3.Connection | None = None
-            try:
-                conn = connect(self.path)
-                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if "db_object" not in names:
-                    create_schema(self.path)
-                elif conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = wal")
-            except sqlite3.DatabaseError as exc:
-                if not self._usable_immutably():
-                    raise InvalidContainer(
-                        f"{self.path}: not a usable SQLite index: {exc}"
-                    ) from exc
-                return  # full disk: readers fall back (see conn), nothing to check now
-            finally:
-                if conn is not None:
-                    conn.close()
-        self._checked = True
-
-    def _usable_immutably(self) -> bool:
-        """True when nobody can have committed past the main file: no usable -shm (every
-        connection needs one) and no WAL frames."""
-        try:
-            if os.stat(self.path + "-shm").st_size >= SHM_MIN_SIZE:
-                return False
-        except FileNotFoundError:
-            pass
-        try:
-            return os.stat(self.path + "-wal").st_size == 0
-        except FileNotFoundError:
-            return True
-
     def _open_reader(self, local: _ThreadState) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(self.path, self.cache_kib)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
-            local.degraded = False
-        except sqlite3.OperationalError as exc:
-            if conn is not None:
-                conn.close()
-            if not self._usable_immutably():
-                raise
-            log.warning("%s: %s; reading the index without its -shm (full disk?)", self.path, exc)
-            conn = sqlite3.connect(
-                f"file:{self.path}?immutable=1",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            local.degraded = True
+        conn, local.degraded = self._read_connect(self.cache_kib)
         return conn
 
     def conn(self) -> sqlite3.Connection:
@@ -196,6 +139,9 @@ class Index(IndexScans):
 
     def write_conn(self) -> sqlite3.Connection:
         """A new connection for one write operation; the caller closes it."""
+        if self.read_only:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            raise ModificationNotAllowed(f"the container folder {folder} is read-only here")
         self._ensure()
         conn = connect(self.path, cache_kib=65536)
         conn.execute("PRAGMA synchronous = FULL")
@@ -206,9 +152,7 @@ class Index(IndexScans):
         reads keep working when the disk fills up later (a long-running daemon calls this)."""
         if self._keepalive is None:
             self._ensure()
-            conn = connect(self.path, cache_kib=64)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            self._keepalive = conn
+            self._keepalive, _degraded = self._read_connect(64)
 
     def checkpoint(self) -> None:
         """A passive checkpoint on this thread's connection (never waits for readers)."""
@@ -273,9 +217,12 @@ class Index(IndexScans):
     def _open_snapshot(self, local: _ThreadState) -> sqlite3.Connection | None:
         self._ensure()
         try:
-            conn = connect(self.path, self.cache_kib)
-        except sqlite3.Error:
+            conn, degraded = self._read_connect(self.cache_kib)
+        except (sqlite3.Error, InvalidContainer):
             return None  # e.g. a full disk: the fresh path copes (see conn)
+        if degraded:
+            conn.close()
+            return None
         with self._lock:
             self._conns.append((threading.current_thread(), conn))
         local.snap, local.snap_gen, local.snap_since = conn, self._gen, 0.0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from dosfs.container.db import connect
 from dosfs.container.index_sql import PackRow
 
 #: rows per page of a keyset-paginated scan
@@ -23,6 +22,11 @@ class IndexScans:
         raise NotImplementedError
 
     def _ensure(self) -> None:  # pragma: no cover - provided by Index
+        raise NotImplementedError
+
+    def _read_connect(
+        self, cache_kib: int
+    ) -> tuple[sqlite3.Connection, bool]:  # pragma: no cover - provided by Index
         raise NotImplementedError
 
     def iter_hashkeys(
@@ -110,7 +114,7 @@ class IndexScans:
 
     def _scan_conn(self) -> sqlite3.Connection:
         self._ensure()
-        conn = connect(self.path)
+        conn, _degraded = self._read_connect(8192)
         conn.execute("PRAGMA temp_store = FILE")
         return conn
 

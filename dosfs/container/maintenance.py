@@ -100,6 +100,7 @@ def clean_storage(
     index = parts.index
     report = CleanReport()
     with parts.lock.hold("clean storage"):
+        index.check()  # a damaged index is an error, never "nothing to clean"
         report.recovered = _loose.recover_complete(layout)
         report.duplicates = _resolve_duplicates(parts)
         # loose copies of packed objects (only when the packed copy is inside its pack file)

@@ -69,6 +69,10 @@ class ServerAPI:
         parts = self._parts or self._load()
         return bulk.resolve_prefix(parts.layout, parts.index, prefix)
 
+    def check_index(self) -> None:
+        """InvalidContainer unless packs.idx reads back whole (see Index.check)."""
+        self.parts.index.check()
+
     def keep_index_open(self) -> None:
         """Hold an index connection until close(): reads keep working on a full disk."""
         self.parts.index.keepalive()

@@ -16,6 +16,10 @@ repack changes nothing). Served pieces can be `feed()`-ed to it: a piece that st
 hashing stands is hashed without being read again; otherwise it reads what it needs. With
 `eager`, it does not wait for feeds. `on_done` is called once the verdict is known (the mount
 turns it into a trio event).
+
+`copy_verified` is the same promise for a plain byte stream (`dosfs cat`): up to SMALL_VERIFY
+bytes are hashed before the first byte goes out; a bigger object streams and its last piece is
+held back until the whole object hashed to its key, so the output is never complete and wrong.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dosfs.container.config import new_hasher
-from dosfs.container.decoding import HASH_CHUNK
+from dosfs.container.decoding import HASH_CHUNK, check_hash
 from dosfs.container.errors import CorruptObject
 
+#: Objects up to this size are hashed before their first byte is served (the mount's by-hash/
+#: reads, `dosfs cat`); bigger ones are hashed while they are served.
+SMALL_VERIFY = 1 << 20
 #: bytes of fed pieces kept waiting for the hashing thread; past it, pieces are dropped and
 #: read again by the thread when it gets there
 MAX_FED = 8 << 20
@@ -359,3 +366,49 @@ def verifier_for(
         except OSError:
             pass  # no helper here: hash on a thread
     return ObjectVerifier(reader, hash_type, eager=eager, on_done=on_done)
+
+
+def _where(reader: Readable) -> str:
+    where = getattr(reader, "where", None)
+    return str(where()) if callable(where) else reader.hashkey
+
+
+def copy_verified(
+    reader: Readable,
+    hash_type: str,
+    write: Callable[[bytes], object],
+    *,
+    verify: bool = True,
+    chunk: int = 1 << 20,
+) -> None:
+    """Write the object's bytes to `write`, front to back.
+
+    With `verify`: an object of at most SMALL_VERIFY bytes is read and hashed whole before its
+    first byte is written; a bigger one is hashed as it streams and its last piece is written
+    only once the whole object hashed to its key. CorruptObject otherwise (what was written by
+    then is an incomplete prefix). Without `verify`: the stored bytes as they decode."""
+    size = reader.size
+    if verify and size <= SMALL_VERIFY:
+        whole = reader.pread(0, size)
+        if len(whole) != size:
+            raise CorruptObject(reader.hashkey, f"{len(whole)} of {size} bytes ({_where(reader)})")
+        check_hash(reader.hashkey, hash_type, whole, _where(reader))
+        if whole:
+            write(whole)
+        return
+    hasher = new_hasher(hash_type) if verify else None
+    offset = 0
+    while offset < size:
+        piece = reader.pread(offset, chunk)
+        if not piece:
+            raise CorruptObject(reader.hashkey, f"no bytes at offset {offset} ({_where(reader)})")
+        offset += len(piece)
+        if hasher is not None:
+            hasher.update(piece)
+            if offset >= size:
+                got = hasher.hexdigest()
+                if got != reader.hashkey:
+                    raise CorruptObject(
+                        reader.hashkey, f"content hashes to {got} ({_where(reader)})"
+                    )
+        write(piece)

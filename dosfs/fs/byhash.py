@@ -23,6 +23,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from dosfs.container import verify as _verify
 from dosfs.container.errors import CorruptObject
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
@@ -46,7 +47,7 @@ from dosfs.fs.stats import Stats
 log = logging.getLogger("dosfs.fs")
 
 #: Objects up to this size are hashed before their first byte is served.
-SMALL_VERIFY = 1 << 20
+SMALL_VERIFY = _verify.SMALL_VERIFY  # one bound for the mount and `dosfs cat`
 #: Closing a compressed reader of at least this size returns freed heap memory to the OS.
 TRIM_AFTER = 8 << 20
 #: How many entries a by-hash listing fetches per worker-thread round trip.

@@ -11,11 +11,17 @@ nodes/by-uuid/<uuid>/...         (a unique prefix of >= 8 characters is a symlin
 * Every database query runs on a worker thread (offload). A node folder's lookup always asks
   the database (new nodes appear at once; a miss is never cached); its entry and attributes are
   cached by the kernel for NODE_TIMEOUT, the staleness bound for deleted nodes.
+* A damaged or hostile database serves what is right and leaves out the rest, with one WARNING
+  line per thing left out (remembered, so not repeated): a row whose uuid is not a uuid (not
+  listed, not found), a name no filesystem can show, an entry that is not an object, a file
+  whose key is not a whole hash key (a short one would resolve to some other object).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +44,10 @@ from dosfs.fs.inodes import (
     node_dir_ino,
 )
 from dosfs.fs.offload import Offload
-from dosfs.views.sources import Ambiguous, NodeRow, Source, valid_uuid_text
-from dosfs.views.trees import Tree, TreeCache, parse_tree, walk
+from dosfs.views.sources import Ambiguous, NodeRow, Source, is_uuid, valid_uuid_text
+from dosfs.views.trees import Tree, TreeCache, parse_tree_checked, walk
+
+log = logging.getLogger("dosfs.fs")
 
 NODES_NAME = b"nodes"
 #: entry/attribute timeout of node folders: how long a deleted node may still be seen
@@ -49,6 +57,8 @@ PAGE = 1024
 #: xattrs of a node's folder (``user.dosfs.<key>``)
 NODE_XATTRS = ("pk", "uuid", "node_type", "label")
 _UUID_LEN = 36
+#: problems of the database remembered as reported (so each is logged once)
+MAX_REPORTED = 4096
 
 
 class ViewDir(ViewNode):
@@ -97,6 +107,24 @@ class Nodes:
         for node in (self.nodes_dir, self.by_pk, self.by_uuid):
             table.add_fixed(node)
         self._fixed = {NODES_INODE, BY_PK_INODE, BY_UUID_INODE}
+        self._reported: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._valid_key = by_hash.engine.is_valid_hashkey
+
+    def _report(self, pk: int, problem: str) -> None:
+        """One WARNING line per thing of the database left out (not repeated)."""
+        key = (pk, problem)
+        if key in self._reported:
+            return
+        self._reported[key] = None
+        if len(self._reported) > MAX_REPORTED:
+            self._reported.popitem(last=False)
+        log.warning("nodes/: node %d: %s; left out", pk, problem)
+
+    def _good_uuid(self, pk: int, uuid: str) -> bool:
+        if is_uuid(uuid):
+            return True
+        self._report(pk, f"its uuid {str(uuid)[:40]!r} is not a uuid")
+        return False
 
     def owns(self, node: Node) -> bool:
         return isinstance(node, ViewNode) or node.ino in self._fixed
@@ -112,7 +140,7 @@ class Nodes:
     # ------------------------------------------------------------------ rows and trees
     async def _row(self, node: NodeDirRef) -> NodeRow:
         row = await self.offload.run(self.source.node, node.pk)
-        if row is None or not node.names(row.uuid):
+        if row is None or not is_uuid(row.uuid) or not node.names(row.uuid):
             raise fuse_error(errno.ESTALE)  # deleted, or the pk is another node's now
         return row
 
@@ -124,15 +152,14 @@ class Nodes:
             return cached[1]
         row = await self._row(ref) if ref is not None else await self.offload.run(
             self.source.node, pk)
-        if row is None or (uuid is not None and row.uuid != uuid):
+        if row is None or not is_uuid(row.uuid) or (uuid is not None and row.uuid != uuid):
             raise fuse_error(errno.ESTALE)
         return self._cache(row)
 
     def _cache(self, row: NodeRow) -> Tree:
-        try:
-            tree = parse_tree(row.metadata)
-        except ValueError as exc:  # not AiiDA's format: an empty folder, and a log line
-            raise fuse_error(errno.EIO) from exc
+        tree, problems = parse_tree_checked(row.metadata, self._valid_key)
+        for problem in problems:  # what cannot be shown is left out, once said
+            self._report(row.pk, problem)
         self.trees.put(row.pk, row.uuid, tree)
         return tree
 
@@ -182,7 +209,7 @@ class Nodes:
         return self.attrs_of(self.nodes_dir)
 
     def _node_entry(self, row: NodeRow | None, via_uuid: bool) -> pyfuse3.EntryAttributes:
-        if row is None:
+        if row is None or not self._good_uuid(row.pk, row.uuid):
             raise fuse_error(errno.ENOENT)
         ino = node_dir_ino(row.pk, row.uuid, via_uuid)
         if ino is None:
@@ -199,7 +226,7 @@ class Nodes:
             full = await self.offload.run(self.source.resolve_prefix, text)
         except Ambiguous:
             raise fuse_error(errno.ENOENT) from None  # like an ambiguous short hash
-        if full is None:
+        if full is None or not is_uuid(full):
             raise fuse_error(errno.ENOENT)
         link = ShortLink(full.encode())
         self.table.register(link)
@@ -257,13 +284,17 @@ class Nodes:
         """by-pk (cursor: the pk) or by-uuid (cursor: 60 bits of the uuid), one page of rows
         per worker round trip, nothing kept between calls."""
         reply = _handles.readdir_reply
+        after_uuid = "" if start_id == 0 else _cursor_uuid(start_id)
+        after_pk = start_id
         while True:
             if via_uuid:
-                after = "" if start_id == 0 else _cursor_uuid(start_id)
-                rows = await self.offload.run(self.source.uuids_after, after, PAGE)
+                rows = await self.offload.run(self.source.uuids_after, after_uuid, PAGE)
             else:
-                rows = await self.offload.run(self.source.pks_after, start_id, PAGE)
+                rows = await self.offload.run(self.source.pks_after, after_pk, PAGE)
             for pk, uuid in rows:
+                after_uuid, after_pk = uuid, pk  # the next page starts after this row
+                if not self._good_uuid(pk, uuid):
+                    continue
                 ino = node_dir_ino(pk, uuid, via_uuid)
                 if ino is None:
                     continue
@@ -272,7 +303,6 @@ class Nodes:
                 attrs = self.attrs.directory(ino, 0o555, 2, NODE_TIMEOUT)
                 if not reply(token, name.encode(), attrs, cursor):
                     return
-                start_id = cursor
             if len(rows) < PAGE:
                 return
 

@@ -8,6 +8,7 @@ import hmac
 import http.client
 from urllib.parse import urlsplit
 
+from dosfs.remote.errors import explain, no_credentials
 from dosfs.remote.url import RemoteError, settings
 
 
@@ -15,7 +16,7 @@ def create_bucket(bucket: str, timeout: float = 30.0) -> None:
     cfg = settings()
     endpoint = cfg.get("endpoint") or f"https://s3.{cfg['region']}.amazonaws.com"
     if "access_key_id" not in cfg or "secret_access_key" not in cfg:
-        raise RemoteError(f"bucket {bucket!r} does not exist and no credentials to create it")
+        raise no_credentials(f"s3://{bucket}")
     url = urlsplit(endpoint)
     region = cfg["region"]
     now = datetime.datetime.now(datetime.UTC)
@@ -54,8 +55,11 @@ def create_bucket(bucket: str, timeout: float = 30.0) -> None:
         r = conn.getresponse()
         text = r.read()
     except OSError as exc:
-        raise RemoteError(f"cannot reach {endpoint}: {exc}") from exc
+        reason = exc.strerror or exc
+        raise RemoteError(f"s3://{bucket}: cannot reach {endpoint} ({reason})") from exc
     finally:
         conn.close()
     if r.status not in (200, 409):
-        raise RemoteError(f"cannot create bucket {bucket!r}: HTTP {r.status} {text[:200]!r}")
+        said = explain(f"Error performing PUT {endpoint}{path} - status code: {r.status}: "
+                       + text.decode(errors="replace"), f"s3://{bucket}", bucket)
+        raise RemoteError(f"cannot create the bucket: {said}")

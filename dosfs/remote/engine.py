@@ -142,6 +142,10 @@ class RemoteEngine:
         return self._current.container.hash_length
 
     @property
+    def container_id(self) -> str:
+        return str(self._current.container.container_id)
+
+    @property
     def hash_type(self) -> str:
         return self._current.container.hash_type
 

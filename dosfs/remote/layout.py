@@ -17,6 +17,7 @@ from typing import Any
 import obstore
 from obstore.store import S3Store
 
+from dosfs.remote.errors import remote_error as remote_error  # the one mapping
 from dosfs.remote.url import RemoteError, RemoteURL
 
 FORMAT = 1
@@ -98,8 +99,8 @@ def get_json(store: S3Store, url: RemoteURL, name: str) -> dict[str, Any] | None
     try:
         data = bytes(obstore.get(store, url.key(name)).bytes())
     except Exception as exc:
-        if is_not_found(exc):
-            return None
+        if is_not_found(exc) and "NoSuchBucket" not in str(exc):
+            return None  # a missing bucket is said as such, the same in every command
         raise remote_error(exc, url) from exc
     result: dict[str, Any] = json.loads(data)
     return result
@@ -120,19 +121,3 @@ def read_head(
         raise RemoteError(f"{url}: HEAD names generation {head['generation']}, which is missing")
     return Generation.from_json(data)
 
-
-def remote_error(exc: BaseException, url: RemoteURL) -> RemoteError:
-    """One clear line for what the server said."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    lowered = str(exc).lower()
-    if "nosuchbucket" in lowered:
-        return RemoteError(f"{url}: bucket {url.bucket!r} does not exist")
-    if any(
-        w in lowered for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "403")
-    ):
-        return RemoteError(
-            f"{url}: access denied (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-            f" or AWS_PROFILE): {first[:200]}"
-        )
-    return RemoteError(f"{url}: {first[:300]}")

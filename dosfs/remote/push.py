@@ -14,6 +14,7 @@ before HEAD, which is written last.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -102,8 +103,12 @@ def push(
     progress: Progress | None = None,
     grace: float = GRACE_SECONDS,
     timeout: float = 30.0,
+    force: bool = False,
 ) -> PushReport:
-    """Publish `container` to `target` (s3://bucket/prefix); returns what was sent."""
+    """Publish `container` to `target` (s3://bucket/prefix); returns what was sent.
+
+    A prefix that holds another container (another container id) is refused unless `force`:
+    then this container's generation replaces it (nothing of the other one is reused)."""
     url = parse_url(target)
     store = make_store(url, timeout=timeout)
     _ensure_bucket(store, url)
@@ -111,6 +116,13 @@ def push(
     with Container(container) as c, tempfile.TemporaryDirectory(prefix="dosfs-push-") as tmp:
         layout = c.layout
         cid = c.container_id
+        if prev is not None and prev.config.get("container_id") not in (None, cid):
+            if not force:
+                raise RemoteError(
+                    f"{url} holds another container ({prev.config['container_id']}, "
+                    f"generation {prev.number}), not {cid}: push --force to replace it"
+                )
+            prev = dataclasses.replace(prev, local={})  # its packs are not ours: reuse none
         idx = os.path.join(tmp, "packs.idx")
         for _attempt in range(10):
             fds: dict[int, tuple[int, int]] = {}

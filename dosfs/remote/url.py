@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from obstore.store import S3Store
 
@@ -93,10 +94,40 @@ def settings() -> dict[str, Any]:
     return config
 
 
+#: where the client looks for instance credentials when it must not: nothing listens there
+NO_METADATA = "http://127.0.0.1:9"
+
+
+def _true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def metadata_allowed(config: dict[str, Any]) -> bool:
+    """May the client ask the cloud's instance metadata service (169.254.169.254) for
+    credentials? Only on AWS proper (no endpoint, or an amazonaws.com one), with no keys
+    given, and unless AWS_EC2_METADATA_DISABLED says no (as for the aws CLI)."""
+    if "access_key_id" in config or _true("AWS_EC2_METADATA_DISABLED"):
+        return False
+    endpoint = config.get("endpoint")
+    if endpoint is None:
+        return True
+    host = (urlsplit(str(endpoint)).hostname or "").lower()
+    return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+
+
 def make_store(url: RemoteURL, *, timeout: float = 30.0, retries: int = 3) -> S3Store:
     """An S3Store for `url`. Each request gives up after `timeout` seconds; transient errors
-    are retried `retries` times with backoff."""
+    are retried `retries` times with backoff. Without keys, and where the instance metadata
+    service must not be asked (metadata_allowed), RemoteError "no credentials" at once
+    (AWS_SKIP_SIGNATURE=true reads a public bucket unsigned)."""
     config = settings()
+    if not metadata_allowed(config):
+        config["metadata_endpoint"] = NO_METADATA  # obstore has no switch: point it nowhere
+        has_keys = "access_key_id" in config and "secret_access_key" in config
+        if not has_keys and not _true("AWS_SKIP_SIGNATURE"):
+            from dosfs.remote.errors import no_credentials
+
+            raise no_credentials(url)
     endpoint = config.get("endpoint")
     allow_http = bool(endpoint and endpoint.startswith("http://"))
     client = {

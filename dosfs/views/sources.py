@@ -9,6 +9,7 @@ Listings are keyset pages (by id, by uuid): memory stays flat for 10^6 nodes.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -19,8 +20,11 @@ from typing import NamedTuple, Protocol
 _COLUMNS = "id, uuid, node_type, label, repository_metadata"
 #: a UUID or a prefix of one (lowercase hex and dashes): anything else never reaches SQL
 _UUID_CHARS = re.compile(r"^[0-9a-f-]{1,36}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: a prefix shorter than this is not resolved (like short hashes)
 MIN_PREFIX = 8
+#: the db_dbsetting key of the profile's repository uuid (= its container's container_id)
+REPOSITORY_UUID_KEY = "repository|uuid"
 
 
 class NodeRow(NamedTuple):
@@ -45,11 +49,17 @@ class Source(Protocol):
     def resolve_prefix(self, prefix: str) -> str | None: ...
     def pks_after(self, after: int, limit: int) -> list[tuple[int, str]]: ...
     def uuids_after(self, after: str, limit: int) -> list[tuple[int, str]]: ...
+    def repository_uuid(self) -> str | None: ...
     def close(self) -> None: ...
 
 
 def valid_uuid_text(name: str) -> bool:
     return bool(_UUID_CHARS.match(name))
+
+
+def is_uuid(text: object) -> bool:
+    """A whole uuid in AiiDA's form (lowercase hex, dashed 8-4-4-4-12)."""
+    return isinstance(text, str) and bool(_UUID.match(text))
 
 
 class SqliteSource:
@@ -114,11 +124,30 @@ class SqliteSource:
                            "LIMIT ?", after, limit)
         return [(int(str(pk)), str(uuid)) for pk, uuid in rows]
 
+    def repository_uuid(self) -> str | None:
+        """The profile's repository uuid (its container's container_id), None if unrecorded."""
+        try:
+            rows = self._query("SELECT val FROM db_dbsetting WHERE key = ?", REPOSITORY_UUID_KEY)
+        except sqlite3.OperationalError:  # no such table: an older or stripped database
+            return None
+        return _setting_text(rows[0][0]) if rows else None
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def _setting_text(value: object) -> str | None:
+    """A db_dbsetting value (JSON text in SQLite) as a string."""
+    if not isinstance(value, str):
+        return None if value is None else str(value)
+    try:
+        loaded = json.loads(value)
+    except ValueError:
+        return value
+    return str(loaded) if loaded is not None else None
 
 
 def open_source(spec: str) -> Source:

@@ -10,7 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from dosfs.views.sources import MIN_PREFIX, Ambiguous, NodeRow, valid_uuid_text
+from dosfs.views.sources import (
+    MIN_PREFIX,
+    REPOSITORY_UUID_KEY,
+    Ambiguous,
+    NodeRow,
+    valid_uuid_text,
+)
 
 _COLUMNS = "id, uuid::text, node_type, label, repository_metadata::text"
 
@@ -87,6 +93,12 @@ class PostgresSource:
                            "(%s AND uuid = %s::uuid) ORDER BY uuid LIMIT %s",
                            low, not after, low, limit)
         return [(int(pk), str(uuid)) for pk, uuid in rows]
+
+    def repository_uuid(self) -> str | None:
+        """The profile's repository uuid (its container's container_id), None if unrecorded."""
+        rows = self._query("SELECT val #>> '{}' FROM db_dbsetting WHERE key = %s",
+                           REPOSITORY_UUID_KEY)
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def close(self) -> None:
         with self._lock:

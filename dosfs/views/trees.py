@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Union
 
 #: a folder: name -> sub-folder or hash key (names sorted, as the listing gives them)
@@ -19,23 +20,87 @@ Tree = dict[str, Union["Tree", str]]
 DEFAULT_TREES = 4096
 
 
-def _parse(entry: object) -> Tree:
-    if not isinstance(entry, dict):
-        raise ValueError("repository_metadata entry is not an object")
-    out: Tree = {}
-    for name, sub in sorted((entry.get("o") or {}).items()):
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            continue  # not a name a filesystem can show
-        if isinstance(sub, dict) and isinstance(sub.get("k"), str):
-            out[name] = sub["k"]
-        else:
-            out[name] = _parse(sub)
-    return out
+#: the longest name a filesystem shows (bytes of UTF-8)
+NAME_MAX = 255
 
 
-def parse_tree(metadata: str) -> Tree:
-    """The tree of a node from its repository_metadata JSON text."""
-    return _parse(json.loads(metadata) if metadata else {})
+def _shown(name: str) -> str:
+    """A name as a log line can carry it (escaped, short)."""
+    text = name.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot be a file or folder name in the mount, or None."""
+    if not isinstance(name, str) or not name:
+        return "an empty name"
+    if name in (".", ".."):
+        return f"the name {name!r}"
+    if "/" in name or "\0" in name:
+        return f"the name {_shown(name)} holds '/' or NUL"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"the name {_shown(name)} is not valid Unicode"
+    if size > NAME_MAX:
+        return f"the name {_shown(name)} is {size} bytes (over {NAME_MAX})"
+    return None
+
+
+class _Parser:
+    def __init__(self, valid_key: Callable[[str], bool] | None) -> None:
+        self.valid_key = valid_key
+        self.problems: list[str] = []
+
+    def folder(self, entry: dict[str, object], path: str) -> Tree:
+        out: Tree = {}
+        children = entry.get("o") or {}
+        if not isinstance(children, dict):
+            self.problems.append(f"{path or '/'}: 'o' is not an object")
+            return out
+        for name, sub in sorted(children.items()):
+            where = f"{path}/{_shown(name)[1:-1]}" if isinstance(name, str) else path
+            why = name_problem(name)
+            if why is not None:
+                self.problems.append(f"{path or '/'}: {why}")
+            elif not isinstance(sub, dict):
+                self.problems.append(f"{where}: the entry is not an object")
+            elif "k" in sub:
+                key = sub["k"]
+                if not isinstance(key, str) or (
+                        self.valid_key is not None and not self.valid_key(key)):
+                    self.problems.append(f"{where}: {_shown(str(key))} is not a hash key")
+                else:
+                    out[name] = key
+            else:
+                out[name] = self.folder(sub, where)
+        return out
+
+
+def parse_tree_checked(
+    metadata: str, valid_key: Callable[[str], bool] | None = None
+) -> tuple[Tree, list[str]]:
+    """The tree of a node from its repository_metadata JSON text, without what cannot be
+    shown (names empty, `.`, `..`, with `/` or NUL, not valid Unicode, over NAME_MAX bytes;
+    entries that are not objects; file keys that `valid_key` refuses), and a line on each
+    thing left out. Never raises: metadata that is not AiiDA's format is an empty tree."""
+    parser = _Parser(valid_key)
+    try:
+        data = json.loads(metadata) if metadata else {}
+    except ValueError as exc:
+        return {}, [f"repository_metadata is not JSON ({exc})"]
+    if not isinstance(data, dict):
+        return {}, ["repository_metadata is not an object"]
+    return parser.folder(data, ""), parser.problems
+
+
+def parse_tree(metadata: str, valid_key: Callable[[str], bool] | None = None) -> Tree:
+    """The tree of a node from its repository_metadata JSON text (what can be shown);
+    ValueError when it is not a JSON object at all."""
+    data = json.loads(metadata) if metadata else {}
+    if not isinstance(data, dict):
+        raise ValueError("repository_metadata is not an object")
+    return _Parser(valid_key).folder(data, "")
 
 
 def walk(tree: Tree, path: tuple[str, ...]) -> Tree | str | None:

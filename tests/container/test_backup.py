@@ -551,3 +551,31 @@ def test_ssh_dest_chain_with_dostore(
             assert _ino(b3 / f.relative_to(b2)) == _ino(f)
     with pytest.raises(BackupError, match="not accessible"):
         backup(src, "nosuchhost.invalid:/x")
+
+
+def test_overlapping_destination_is_refused_up_front(tmp_path: Path) -> None:
+    """Issue 22: `dosfs backup C C/bk` recursed without end and left C/bk behind."""
+    src = tmp_path / "c"
+    _fill(src, packed=3, loose=2, seed=22)
+    (tmp_path / "link").symlink_to(src)
+    before = _tree(src)
+    cases = [
+        (str(src / "bk"), "inside the container"),
+        (str(src / "loose" / "deeper" / "bk"), "inside the container"),
+        (str(src), "inside the container"),
+        (str(tmp_path / "link" / "bk"), "inside the container"),  # through a symlink
+        (str(tmp_path), "is inside the destination"),
+    ]
+    for dest, words in cases:
+        for extra in ([], ["--rsync-exe", "rsync"]):
+            proc = subprocess.run(
+                [sys.executable, "-m", "dosfs.cli", "backup", str(src), dest, *extra],
+                capture_output=True, text=True, timeout=60,
+            )
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1 and len(lines) == 1, (dest, proc.stderr)
+            assert lines[0].startswith("dosfs: error: ") and words in lines[0], lines[0]
+    assert _tree(src) == before  # nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "link"]
+    with pytest.raises(BackupError, match="inside the container"):
+        backup(src, src / "x")

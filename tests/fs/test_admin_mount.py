@@ -281,3 +281,56 @@ def test_delete_and_repack_on_a_mounted_container(
     assert repacked.returncode == 0, repacked.stderr
     assert f"mounted at {m.path}" in repacked.stdout + repacked.stderr
     assert (m.by_hash / packed).read_bytes() == objects[packed]
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled"])
+def test_mount_refuses_a_damaged_index(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, fuse: None, how: str
+) -> None:
+    """Issue 22: it mounted with a WARNING and answered EIO for every packed object."""
+    folder, _ = filled
+    index = folder / "packs.idx"
+    for extra in ("-wal", "-shm"):
+        Path(f"{index}{extra}").unlink(missing_ok=True)
+    with open(index, "r+b") as f:
+        if how == "truncated":
+            f.truncate(index.stat().st_size // 2)
+        else:
+            f.write(b"\xff" * 64)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for foreground in ([], ["--foreground"]):
+        done = subprocess.run(
+            [*DOSFS, "mount", *foreground, "-o", f"fsname={FSNAME}", str(folder), str(mnt)],
+            capture_output=True, text=True, timeout=60,
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("dosfs: error: ") and "packs.idx" in lines[0], lines
+        assert str(mnt) not in fsname_mounts()
+
+
+def test_read_only_mount_of_a_read_only_container(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, mount: Callable[..., Mounted]
+) -> None:
+    """Another user's container (here: a read-only bind mount of it) mounts with -o ro."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    folder, objects = filled
+    for extra in ("-wal", "-shm"):
+        Path(f"{folder}/packs.idx{extra}").unlink(missing_ok=True)
+    view = tmp_path / "ro-view"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        m = mount(view, "ro")
+        try:
+            for key, content in objects.items():
+                assert (m.by_hash / key).read_bytes() == content
+            text = m.log_text()
+            assert "readonly database" not in text and "full disk" not in text, text
+        finally:
+            m.unmount()
+    finally:
+        subprocess.run(["umount", "-l", str(view)], capture_output=True)

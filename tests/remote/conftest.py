@@ -45,6 +45,10 @@ import pytest
 
 from tests.fs.conftest import _sweep_leftover_mounts, fuse, mount  # noqa: F401 - fixtures
 
+# The S3 client must never ask a cloud's instance metadata service (169.254.169.254) for
+# credentials in tests: dosfs honours the aws CLI's switch (dosfs.remote.url.metadata_allowed)
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "scripts" / "s3-server"
 INSTALL_HINT = "apt-get install ceph-mon ceph-osd radosgw ceph-common (or run scripts/setup)"
@@ -93,6 +97,7 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ALLOW_HTTP": "true",
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
 
     def store(self, bucket: str, **kwargs: Any) -> Any:
@@ -108,6 +113,7 @@ class S3Server:
             region=self.region,
             virtual_hosted_style_request=False,
             client_options={"allow_http": True},
+            metadata_endpoint="http://127.0.0.1:9",  # never the cloud's metadata service
             **kwargs,
         )
 

@@ -7,12 +7,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dosfs import Container
+from tests.fs.conftest import FSNAME, fsname_mounts
 from tests.views.conftest import Profile
 
 
@@ -125,3 +130,95 @@ def test_live_new_nodes_and_packing(mount: Any, make_profile: Any) -> None:
     hello = next(n for n in profile.nodes if n["label"] == "single")
     path = nodes / "by-pk" / str(hello["pk"]) / "hello.txt"
     assert os.getxattr(path, "user.dosfs.type") == b"packed"
+
+
+def test_a_container_that_is_not_the_profiles_is_refused(
+    mount: Any, make_profile: Any, tmp_path: Path
+) -> None:
+    """Issue 22: --aiida-db with another container showed empty node folders."""
+    profile: Profile = make_profile()
+    other = tmp_path / "other"
+    Container(other).init_container()
+    mnt = tmp_path / "refused"
+    mnt.mkdir()
+    for form in (["--aiida-db", str(profile.database)], ["-o", f"aiida_db={profile.database}"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "dosfs.cli", "mount", "-o", f"fsname={FSNAME}", *form,
+             str(other), str(mnt)], capture_output=True, text=True, timeout=60,
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("dosfs: error: ") and "repository" in lines[0], lines[0]
+        assert Container(profile.container).container_id in lines[0]
+        assert str(mnt) not in fsname_mounts()
+    # a database that does not record its repository is not refused (nothing to compare)
+    bare = tmp_path / "bare.sqlite"
+    shutil.copy(profile.database, bare)
+    with sqlite3.connect(bare) as conn:
+        conn.execute("DELETE FROM db_dbsetting WHERE key = 'repository|uuid'")
+    m = mount(profile.container, f"aiida_db={bare}")
+    node = profile.nodes[0]
+    assert walk(m.path / "nodes" / "by-pk" / str(node["pk"])) == node["tree"]
+
+
+def _copy_node(conn: sqlite3.Connection, pk: int, new_pk: int, uuid: str,
+               metadata: str | None = None) -> None:
+    """A copy of row `pk` as `new_pk` with another uuid (and repository_metadata)."""
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(db_dbnode)")]
+    values = dict(zip(cols, conn.execute("SELECT * FROM db_dbnode WHERE id = ?",
+                                         (pk,)).fetchone(), strict=True))
+    values.update(id=new_pk, uuid=uuid)
+    if metadata is not None:
+        values["repository_metadata"] = metadata
+    conn.execute(f"INSERT INTO db_dbnode ({', '.join(cols)}) VALUES "
+                 f"({', '.join('?' * len(cols))})", [values[c] for c in cols])
+
+
+def test_a_damaged_database_serves_the_rest(mount: Any, make_profile: Any) -> None:
+    """Issue 22: one bad uuid made every listing EIO; one bad name or entry a whole node EIO;
+    a short key showed as a link to an object the node does not reference."""
+    import json
+
+    profile: Profile = make_profile()
+    single = next(n for n in profile.nodes if n["label"] == "single")
+    key = hashlib.sha256(b"hello from aiida\n").hexdigest()
+    hostile = {"o": {
+        "good.txt": {"k": key},
+        "sub": {"o": {"inner.txt": {"k": key}, "bad\u0000nul": {"k": key}}},
+        "x" * 300: {"k": key},                      # over 255 bytes
+        "\udc80broken": {"k": key},                  # not valid Unicode
+        "not-an-object": 5,
+        "short-key": {"k": key[:8]},                 # would resolve as a short hash
+        "number-key": {"k": 7},
+        "..": {"k": key},
+    }}
+    with sqlite3.connect(profile.database) as conn:
+        _copy_node(conn, single["pk"], 9001, "zzzzzzzz-not-a-uuid")       # sorts last
+        _copy_node(conn, single["pk"], 9002, "0000000g-0000-0000-0000-000000000000")  # first
+        _copy_node(conn, single["pk"], 9003, "7ee1e7ee-0000-4000-8000-000000000003",
+                   json.dumps(hostile))
+        _copy_node(conn, single["pk"], 9004, "7ee1e7ee-0000-4000-8000-000000000004", "[1, 2]")
+    m = mount(profile.container, f"aiida_db={profile.database}")
+    nodes = m.path / "nodes"
+    for _ in range(2):  # a second pass logs nothing new
+        pks = set(os.listdir(nodes / "by-pk"))
+        assert {str(n["pk"]) for n in profile.nodes} | {"9003", "9004"} == pks
+        uuids = set(os.listdir(nodes / "by-uuid"))
+        assert {n["uuid"] for n in profile.nodes} < uuids
+        assert not any("z" in u or "g" in u for u in uuids)
+        for pk in ("9001", "9002"):
+            with pytest.raises(FileNotFoundError):
+                os.listdir(nodes / "by-pk" / pk)
+        crafted = nodes / "by-pk" / "9003"
+        assert walk(crafted) == {"good.txt": b"hello from aiida\n".hex(),
+                                 "sub": {"inner.txt": b"hello from aiida\n".hex()}}
+        with pytest.raises(FileNotFoundError):
+            os.lstat(crafted / "short-key")
+        assert os.listdir(nodes / "by-pk" / "9004") == []  # not AiiDA's format: empty
+        assert walk(nodes / "by-pk" / str(single["pk"])) == single["tree"]
+    warnings = [line for line in m.log_text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 10, "\n".join(warnings)
+    for words in ("node 9001: its uuid", "node 9002: its uuid", "over 255", "not valid Unicode",
+                  "NUL", "not-an-object: the entry is not an object", "short-key", "number-key",
+                  "the name '..'", "node 9004: repository_metadata is not an object"):
+        assert sum(words in line for line in warnings) == 1, (words, warnings)

@@ -56,6 +56,7 @@ from dosfs.container.backup.dest import (
     LAST_NAME,
     LIVE_NAME,
     backups_to_remove,
+    check_apart,
     choose_previous,
     new_backup_name,
     split_destination,
@@ -93,6 +94,8 @@ def backup(
         raise ValueError("keep must be a non-negative integer (or None to keep every backup)")
     layout = _layout_of(container)
     remote, path = split_destination(os.fspath(dest))
+    if remote is None:
+        check_apart(layout.folder, path)
     if remote is None and rsync_exe is None:
         return _LocalBackup(layout, Path(path), keep, callback).run()
     return _RsyncBackup(layout, remote, path, keep, rsync_exe or "rsync", callback).run()

@@ -60,6 +60,23 @@ def backups_to_remove(names: list[str], keep: int | None, new_name: str) -> list
     return others[: max(0, len(others) - keep)]
 
 
+def check_apart(container: Path, dest: str) -> None:
+    """BackupError when a local DEST lies inside the container or the container inside DEST
+    (symlinks resolved): the copy would copy itself (a recursion without end), or the next
+    backup would copy the previous ones. Checked before anything is created."""
+    src = os.path.realpath(container)
+    target = os.path.realpath(dest)
+    if target == src or target.startswith(src.rstrip(os.sep) + os.sep):
+        raise BackupError(
+            f"destination {dest} is inside the container {container}: choose a folder outside it"
+        )
+    if src.startswith(target.rstrip(os.sep) + os.sep):
+        raise BackupError(
+            f"the container {container} is inside the destination {dest}: choose a folder "
+            "that does not hold the container"
+        )
+
+
 def _make_dest(dest: Path) -> None:
     """Create DEST if needed, one level only (as dostore): a typo or an unmounted backup disk
     must fail, not start a backup tree on the wrong file system."""
