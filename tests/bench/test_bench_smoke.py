@@ -22,7 +22,8 @@ from tests.views.aiida_venv import ensure_aiida_venv  # noqa: E402
 
 # The figures the issue asks for (a figure dropped from the harness must fail this test).
 API = ["api.get_single", "api.get_bulk", "api.stream_bulk", "api.pack_write", "api.add_loose",
-       "api.pack_all_loose", "api.stream_write", "api.stream_read", "api.compressed_random"]
+       "api.pack_all_loose", "api.stream_write", "api.stream_read", "api.compressed_random",
+       "api.compressed_fresh", "api.compressed_fresh_foreign"]
 MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_first",
          "mount.read_packed_again", "mount.read_compressed_first", "mount.read_compressed_again",
          "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
