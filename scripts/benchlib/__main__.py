@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchlib import report
-from benchlib.figures import ALL_KEYS, BENCHES, Ctx
+from benchlib.figures import ALL_KEYS, BENCHES, DEFAULT_KEYS, Ctx
 from benchlib.mounting import force_unmount, mounts_under
 from benchlib.report import Figure
 from benchlib.sizes import FULL, QUICK
@@ -23,9 +23,10 @@ from benchlib.sizes import FULL, QUICK
 
 def select(names: list[str]) -> list[str]:
     """Figure keys for the names given: a group (`api`, `mount`, `daemon`), a benchmark
-    (`api.reads`) or a figure (`api.get_single`); none = everything."""
+    (`api.reads`) or a figure (`api.get_single`); none = everything but the groups run only
+    on request (`aiida`)."""
     if not names:
-        return list(ALL_KEYS)
+        return list(DEFAULT_KEYS)
     keys: list[str] = []
     for name in names:
         hits = [k for b in BENCHES if b.name == name for k in b.keys]

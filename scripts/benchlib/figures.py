@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import data
+from benchlib.bench_aiida import AIIDA_KEYS, bench_aiida
 from benchlib.bench_backup import bench_backup
 from benchlib.bench_meta import META_KEYS, bench_meta
 from benchlib.bench_views import VIEW_KEYS, bench_views
@@ -571,6 +572,8 @@ class Bench:
     name: str
     keys: list[str]
     run: Callable[[Ctx], list[Figure]]
+    #: only when named (`scripts/bench aiida`), not in a run of everything
+    on_request: bool = False
 
 
 BENCHES = [
@@ -586,5 +589,7 @@ BENCHES = [
     Bench("meta", META_KEYS, bench_meta),
     Bench("backup", ["backup.first", "backup.incremental"], bench_backup),
     Bench("views", VIEW_KEYS, bench_views),
+    Bench("aiida", AIIDA_KEYS, bench_aiida, on_request=True),
 ]
 ALL_KEYS = [k for b in BENCHES for k in b.keys]
+DEFAULT_KEYS = [k for b in BENCHES if not b.on_request for k in b.keys]

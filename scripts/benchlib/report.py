@@ -147,6 +147,7 @@ SECTIONS = [
     ("meta.", "Metadata: a = dosfs mount, b = the smallest pyfuse3 FS serving the same container"),
     ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container and DEST)"),
     ("views.", "Views: a = nodes/ of a mount with --aiida-db, b = `verdi node repo dump`"),
+    ("aiida.", "AiiDA: a = AiiDA on dosfs's Container, b = AiiDA on disk-objectstore's"),
 ]
 
 

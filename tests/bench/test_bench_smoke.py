@@ -71,6 +71,7 @@ def test_selection_by_group_and_name() -> None:
     assert select(["daemon"]) == DAEMON
     assert select([]) == API + MOUNT + DAEMON + META + BACKUP + VIEWS
     assert select(["views"]) == VIEWS
+    assert select(["aiida"]) == ["aiida.maintain_full"]  # only on request: not in select([])
     with pytest.raises(SystemExit):
         select(["no.such.figure"])
 
