@@ -169,6 +169,7 @@ def serve(
         workers=opts.workers,
         invalidate_entry=_invalidate_entry,
         views=views,
+        io_timeout=opts.timeout if is_remote(container) else None,
     )
     shown = str(container) if is_remote(container) else str(engine.folder)
     fsname = opts.fsname or (shown if "," not in shown else "dosfs")
@@ -269,7 +270,7 @@ async def _refreshes(ops: Operations, period: float) -> None:
     refresh = ops.engine.refresh  # type: ignore[attr-defined]
     while True:
         await trio.sleep(period)
-        await ops.offload.run(refresh)
+        await ops.offload.run_network(refresh)
 
 
 async def _watch_signals(early: list[int], task_status: Any) -> None:

@@ -56,6 +56,8 @@ class ObjectReader:
     compressed: bool = False
     #: the loose file the bytes come from (None for packed objects)
     loose_path: str | None = None
+    #: where the bytes are read from (None once closed)
+    _source: PackSource | None = None
 
     def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -65,6 +67,13 @@ class ObjectReader:
 
     def sequential(self) -> None:
         """This reader will only be read front to back: keep no random-access state."""
+
+    @property
+    def may_block(self) -> bool:
+        """Whether `pread` may wait on the network (its source is remote): a server then reads
+        it inside packstore.local_only() or on a thread that may wait, never inline."""
+        source = self._source
+        return source is not None and source.blocking
 
     def stored_range(self) -> tuple[int, int, int, bool] | None:
         """(fd, offset, length, compressed) of the stored bytes when they lie in a local file

@@ -68,6 +68,8 @@ class RemoteEngine:
         self._current = self._open(generation)
         self._retired: list[tuple[float, OpenGeneration]] = []
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._closed = False
         self._keep_open = False
         self._failing = False
 
@@ -81,26 +83,33 @@ class RemoteEngine:
 
     def refresh(self) -> bool:
         """Switch to a newer published generation if there is one; True when it switched.
-        A server that cannot be reached leaves the current generation served (logged once)."""
-        with self._lock:
-            self._close_retired()
+        A server that cannot be reached leaves the current generation served (logged once).
+        The server is asked without the lock held: a frozen server (up to the timeout) never
+        holds up checkpoint() or close(); refreshes themselves run one at a time."""
+        with self._refreshing:
+            with self._lock:
+                self._close_retired()
+                current = self._current.number
             try:
-                head = read_head(self.store, self.url, newer_than=self._current.number)
-                if head is None:
-                    self._recovered()
-                    return False
-                fresh = self._open(head)
+                head = read_head(self.store, self.url, newer_than=current)
+                fresh = None if head is None else self._open(head)
             except (RemoteError, OSError) as exc:
                 if not self._failing:
                     log.warning("refresh of %s failed, still serving generation %d: %s",
-                                self.url, self._current.number, exc)
+                                self.url, current, exc)
                 self._failing = True
                 return False
             self._recovered()
-            if self._keep_open:
-                fresh.container.keep_index_open()
-            old, self._current = self._current, fresh
-            self._retired.append((time.monotonic(), old))
+            if fresh is None:
+                return False
+            with self._lock:
+                if self._closed:  # closed while we asked the server
+                    fresh.close()
+                    return False
+                if self._keep_open:
+                    fresh.container.keep_index_open()
+                old, self._current = self._current, fresh
+                self._retired.append((time.monotonic(), old))
         log.info("now serving generation %d of %s (was %d)", fresh.number, self.url, old.number)
         return True
 
@@ -212,6 +221,7 @@ class RemoteEngine:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._close_retired(force=True)
             self._current.close()
         self.pool.close()

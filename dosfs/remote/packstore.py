@@ -7,8 +7,14 @@ parallel do, and a reader that waits for each block in turn leaves the link idle
 hashes and hands out bytes. So a read that continues where the previous one on the same pack
 ended (sequential, give or take the kernel's reordering) schedules the next PREFETCH_BLOCKS
 blocks in the background; a reader that needs a block already being fetched waits for that
-fetch instead of starting its own. Every wait is bounded by the store's timeout: a server that
-is down or stuck is EIO, never a hang.
+fetch instead of starting its own.
+
+Why one deadline per read: a read may wait on several blocks, and a server that is down or
+frozen must cost the reader one timeout, not one per block. The deadline is the caller's
+(packstore.deadline, set when the FUSE request arrived) or now + timeout; every wait takes what
+is left of it, and the reader gets RemoteIOError (EIO) when it runs out. Reads never wait when
+the caller cannot (packstore.local_only): the bytes held in the cache are served, anything else
+is WouldBlock (the fetch is started first, so the thread that retries finds it in flight).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +31,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import obstore
 from obstore.store import S3Store
 
+from dosfs.container.packstore import WouldBlock, current_deadline, is_local_only
 from dosfs.remote.cache import BLOCK, BlockCache
 from dosfs.remote.layout import Generation, Segment, remote_error
-from dosfs.remote.url import RemoteURL
+from dosfs.remote.url import RemoteIOError, RemoteURL
 
 log = logging.getLogger("dosfs.remote")
 
@@ -42,6 +50,9 @@ CHUNK = 256 * 1024
 
 
 class RemotePackSource:
+    #: reads may wait on the server (see dosfs.container.packstore, "Blocking")
+    blocking = True
+
     def __init__(self, store: RemotePackStore, pack_id: int, segments: list[Segment]) -> None:
         self._store = store
         self._pack_id = pack_id
@@ -115,6 +126,13 @@ class RemotePackStore:
     def list_ids(self) -> list[int]:
         return sorted(self.generation.packs)
 
+    def deadline(self) -> float:
+        """When the read in this thread must have its bytes: the caller's deadline, never
+        later than the store's timeout from now."""
+        own = time.monotonic() + self.timeout
+        given = current_deadline()
+        return own if given is None else min(own, given)
+
     def read_segment(self, seg: Segment, lo: int, hi: int, sequential: bool) -> bytes:
         """Bytes [lo, hi) of one segment, through the cache."""
         first, last = lo // BLOCK, (hi - 1) // BLOCK
@@ -125,6 +143,9 @@ class RemotePackStore:
             data = self.cache.read(seg.key, b, blo, bhi)
             parts.append(b if data is None else data)
         missing = [p for p in parts if isinstance(p, int)]
+        if missing and is_local_only():
+            self.pool.fetch_run(seg, missing[0], missing[-1] + 1)
+            raise WouldBlock(f"{seg.key} [{lo}, {hi})")
         if missing:
             lo_b, hi_b = missing[0], missing[-1] + 1
             futures = dict(zip(range(lo_b, hi_b), self.pool.fetch_run(seg, lo_b, hi_b),
@@ -135,15 +156,16 @@ class RemotePackStore:
             self.pool.prefetch(seg, last + 1, min(last + 1 + PREFETCH_BLOCKS, nblocks))
             self.pool.readahead(seg, last + 1, min(last + 1 + READAHEAD_BLOCKS, nblocks))
         out = []
+        when = self.deadline()
         for b, part in zip(range(first, last + 1), parts, strict=True):
             if isinstance(part, bytes):
                 out.append(part)
                 continue
             assert isinstance(part, Future)
             try:
-                block = part.result(timeout=self.timeout)
+                block = part.result(timeout=max(0.0, when - time.monotonic()))
             except FutureTimeout:
-                raise OSError(
+                raise RemoteIOError(
                     errno.EIO, f"{self.url}: no answer within {self.timeout:g} s"
                 ) from None
             out.append(block[max(lo - b * BLOCK, 0) : min(hi - b * BLOCK, BLOCK)])
@@ -248,9 +270,9 @@ class FetchPool:
                             block += 1
                             done = block
             except Exception as exc:
-                raise OSError(errno.EIO, str(remote_error(exc, self.url))) from exc
+                raise RemoteIOError(errno.EIO, str(remote_error(exc, self.url))) from exc
             if done < end:
-                raise OSError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
+                raise RemoteIOError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
         except OSError as exc:
             with self._lock:
                 failed = [self._inflight.pop((seg.key, b), None) for b in range(done, end)]

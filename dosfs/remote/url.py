@@ -19,6 +19,11 @@ class RemoteError(DosfsError):
     """The remote store cannot be used (bad URL, credentials, bucket, server down)."""
 
 
+class RemoteIOError(RemoteError, OSError):
+    """A read from the server failed or did not finish in time: both a RemoteError (what
+    RemoteContainer's callers catch) and an OSError EIO (what the mount answers)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteURL:
     bucket: str
