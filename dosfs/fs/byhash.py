@@ -223,6 +223,12 @@ class ByHash:
         if off + len(data) >= reader.size:  # this read completes the object
             verifier.finish()
             await handle.verdict.wait()
+            if not verifier.ok and verifier.unreadable:
+                # a server that did not answer: EIO now, no verdict (a later read hashes again)
+                handle.verifier = handle.verdict = None
+                log.warning("%s: not verified, bytes unreadable: %s", handle.hashkey,
+                            verifier.reason)
+                raise fuse_error(errno.EIO)
             if not verifier.ok:
                 raise self._corrupt(handle, f"{verifier.reason} ({reader.where()})")
             self._trusted(handle)

@@ -148,3 +148,33 @@ def test_frozen_server_remote_container_answers_cached_and_raises_within_timeout
         assert reader.elapsed < TIMEOUT + 2, f"RemoteError after {reader.elapsed:.1f} s"
         freezer.thaw()
         assert rc.get_object_content(big) == objects[big]
+
+
+def test_frozen_server_during_verification_is_eio_not_a_corrupt_verdict(
+    tmp_path: Path, published: tuple[str, dict[str, bytes]], mount: Callable[..., Mounted],
+    freezer: Freezer,
+) -> None:
+    """The tail of a big object is cached (by another client sharing the cache folder), its
+    head is not: a read of the tail is served, and completes the object, whose verification
+    then cannot read the head. That is EIO, not "corrupt": once the server is back the object
+    is served whole."""
+    target, objects = published
+    big = max(objects, key=lambda h: len(objects[h]))
+    cache = tmp_path / "cache"
+    tail = 4096
+    with RemoteContainer(target, cache_dir=cache) as rc, rc.get_object_stream(
+            big, verify=False) as stream:
+        stream.seek(len(objects[big]) - tail)
+        assert stream.read() == objects[big][-tail:]
+    m = mount(target, f"cache_dir={cache}", f"timeout={TIMEOUT:g}", "refresh=0")
+    m.expect_errors = True
+    freezer.freeze()
+    with open(m.by_hash / big, "rb", buffering=0) as f:
+        f.seek(len(objects[big]) - tail)
+        with pytest.raises(OSError) as info:
+            f.read(tail)
+    assert info.value.errno == 5
+    freezer.thaw()
+    _drop_page_cache(m.by_hash / big)
+    assert (m.by_hash / big).read_bytes() == objects[big]
+    assert "corrupt" not in m.log_text()
