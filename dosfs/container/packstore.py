@@ -57,6 +57,11 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+class Unavailable(OSError):
+    """The bytes could not be had in time (a server refused, failed or did not answer):
+    EIO, and no statement about the object itself."""
+
+
 class WouldBlock(Exception):  # noqa: N818 - a signal to retry elsewhere, not a failure
     """Inside `local_only()`: the bytes asked for are not local, reading them would wait."""
 
@@ -109,8 +114,9 @@ class PackSource(Protocol):
         """Whether `pread` may wait on the network (see "Blocking" above)."""
         ...
 
-    def pread(self, size: int, offset: int) -> bytes:
-        """Up to `size` bytes at `offset`; fewer only at the end."""
+    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
+        """Up to `size` bytes at `offset`; fewer only at the end. `stop`: where the object
+        being read ends, if the caller knows (a remote source reads ahead up to it)."""
         ...
 
     def size(self) -> int: ...
@@ -160,7 +166,7 @@ class PinnedFile:
             raise
         return cls(fd, (st.st_dev, st.st_ino), path, st.st_size)
 
-    def pread(self, size: int, offset: int) -> bytes:
+    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
         return pread_exact(self.fd, size, offset)
 
     def size(self) -> int:

@@ -143,7 +143,7 @@ class RawReader(ObjectReader):
         if source is None:
             raise ValueError("read from a closed object reader")
         n = end - offset
-        data = source.pread(n, self._base + offset)
+        data = source.pread(n, self._base + offset, self._base + self.size)
         if len(data) != n:
             raise CorruptObject(
                 self.hashkey,
@@ -264,7 +264,7 @@ class CompressedReader(ObjectReader):
                 if source is None:
                     raise ValueError("read from a closed object reader")
                 n = min(COMPRESSED_CHUNK, self._length - pos)
-                chunk = source.pread(n, self._base + pos)
+                chunk = source.pread(n, self._base + pos, self._base + self._length)
                 if len(chunk) != n:
                     raise self._fail(f"pack file ends early (compressed offset {pos})")
                 cur.base, cur.buf, cur.off = pos, chunk, 0

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from dosfs.container.config import Layout
-from dosfs.remote.cache import BlockCache
+from dosfs.remote.cache import ExtentCache
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head
 from dosfs.remote.url import RemoteError, make_store, parse_url
@@ -44,7 +44,7 @@ class RemoteContainer:
             raise RemoteError(f"{self.url}: nothing published there (run 'dosfs push' first)")
         self.generation: Generation = generation
         blocks = Path(cache_dir) if cache_dir is not None else None
-        self.cache = BlockCache(cache_size, blocks)
+        self.cache = ExtentCache(cache_size, blocks)
         self._open = OpenGeneration(self.store, self.url, generation, self.cache, timeout=timeout)
         self.packs = self._open.packs
         self._container = self._open.container

@@ -23,7 +23,7 @@ from pathlib import Path
 from dosfs.container.errors import ModificationNotAllowed
 from dosfs.container.meta import ObjectMeta
 from dosfs.fs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
-from dosfs.remote.cache import BlockCache
+from dosfs.remote.cache import ExtentCache
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head
 from dosfs.remote.packstore import FetchPool
@@ -63,7 +63,7 @@ class RemoteEngine:
         generation = read_head(self.store, self.url)
         if generation is None:
             raise RemoteError(f"{self.url}: nothing published there (run 'dosfs push' first)")
-        self.cache = BlockCache(cache_size, cache_dir)
+        self.cache = ExtentCache(cache_size, cache_dir)
         self.pool = FetchPool(self.store, self.url, self.cache)
         self._current = self._open(generation)
         self._retired: list[tuple[float, OpenGeneration]] = []
