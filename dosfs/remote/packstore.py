@@ -216,10 +216,11 @@ class RemotePackStore:
         given = current_deadline()
         return own if given is None else min(own, given)
 
-    def plan(self, seg: Segment, lo: int, hi: int) -> Plan:
-        """Start what [lo, hi) of `seg` needs fetched; WouldBlock (after starting it) when the
-        caller may not wait and something is not here yet."""
-        parts = self.pool.cover(seg, lo, hi)
+    def plan(self, seg: Segment, lo: int, hi: int, cached: bool = True) -> Plan:
+        """Start what [lo, hi) of `seg` needs fetched (everything not in flight, with
+        `cached` False); WouldBlock (after starting it) when the caller may not wait and
+        something is not here yet."""
+        parts = self.pool.cover(seg, lo, hi, cached)
         pending = any(f is not None for _s, _e, f in parts)
         if pending:
             self.cache.misses += 1
@@ -231,10 +232,11 @@ class RemotePackStore:
 
     def collect(self, plan: Plan) -> bytes:
         """The bytes of a plan: cached extents read, fetches waited for (until the deadline).
-        An extent evicted meanwhile is planned again."""
+        When an extent was evicted meanwhile (a small cache under pressure), the read is
+        planned again without the cache: fetched into memory, it cannot be evicted."""
         when = self.deadline()
         retried = False
-        for _attempt in range(4):
+        for _attempt in range(3):
             try:
                 out = self._collect(plan, when)
             except _Late:
@@ -248,8 +250,8 @@ class RemotePackStore:
                 out = None
             if out is not None:
                 return out
-            plan = self.plan(plan.seg, plan.lo, plan.hi)
-        raise RemoteIOError(errno.EIO, f"{self.url}: {plan.seg.key} keeps being evicted")
+            plan = self.plan(plan.seg, plan.lo, plan.hi, cached=False)
+        raise RemoteIOError(errno.EIO, f"{self.url}: {plan.seg.key}: no bytes after 3 tries")
 
     def _collect(self, plan: Plan, when: float) -> bytes | None:
         out = []
@@ -296,11 +298,12 @@ class FetchPool:
         self._warned = False
         self._advised: OrderedDict[tuple[str, int], None] = OrderedDict()
 
-    def _sources(self, seg: Segment, lo: int, hi: int
+    def _sources(self, seg: Segment, lo: int, hi: int, cached: bool = True
                  ) -> list[tuple[int, int, Future[bytes] | None]]:
-        """Cached extents and pieces in flight overlapping [lo, hi), by start (lock held)."""
+        """Cached extents (unless not `cached`) and pieces in flight overlapping [lo, hi), by
+        start (lock held)."""
         found: list[tuple[int, int, Future[bytes] | None]] = [
-            (s, e, None) for s, e in self.cache.covered(seg.key, lo, hi)]
+            (s, e, None) for s, e in self.cache.covered(seg.key, lo, hi)] if cached else []
         for s, (e, future) in self._inflight.get(seg.key, {}).items():
             if s < hi and e > lo:
                 found.append((s, e, future))
@@ -322,13 +325,14 @@ class FetchPool:
             gaps.append((pos, hi))
         return [g for g in gaps if g[0] < g[1]]
 
-    def cover(self, seg: Segment, lo: int, hi: int) -> list[tuple[int, int, Future[bytes] | None]]:
+    def cover(self, seg: Segment, lo: int, hi: int, cached: bool = True
+              ) -> list[tuple[int, int, Future[bytes] | None]]:
         """Parts (start, end, future or None for cached) covering [lo, hi) in order; what is
         neither cached nor in flight is fetched now, rounded out to MISS_ALIGN."""
         a = lo // MISS_ALIGN * MISS_ALIGN
         b = min(-(-hi // MISS_ALIGN) * MISS_ALIGN, seg.length)
         with self._lock:
-            sources = self._sources(seg, a, b)
+            sources = self._sources(seg, a, b, cached)
             gaps = [g for g in self._gaps(sources, a, b) if g[0] < hi and g[1] > lo]
             for g_lo, g_hi in gaps:
                 sources.extend(self._start(seg, g_lo, g_hi, ahead=False))
