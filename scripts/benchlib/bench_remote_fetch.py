@@ -87,7 +87,8 @@ def main() -> None:
     with Container(big) as c:
         c.init_container()
         piece = os.urandom(64 << 20)
-        blob = b"".join(piece for _ in range(args.seq_mib // 64)) + piece[: (args.seq_mib % 64) << 20]
+        blob = (b"".join(piece for _ in range(args.seq_mib // 64))
+                + piece[: (args.seq_mib % 64) << 20])
         big_key = c.add_objects_to_pack([blob])[0]
         c.add_objects_to_pack([os.urandom(4 << 20) for _ in range(8)])  # after it: 32 MiB
     seq_size = len(blob)
