@@ -125,6 +125,11 @@ class PackSource(Protocol):
         """Where the bytes live, for error messages."""
         ...
 
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        """Hint: [start, end) ranges that will be read soon, in this order (a remote source
+        fetches them meanwhile, within a bound; a local one ignores it)."""
+        ...
+
 
 class PackStore(Protocol):
     """Opens packs by id; the one place pack bytes come from."""
@@ -174,6 +179,9 @@ class PinnedFile:
 
     def describe(self) -> str:
         return self.path
+
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        """Local bytes: nothing to start."""
 
     def __del__(self) -> None:
         fd, self.fd = self.fd, -1

@@ -145,6 +145,18 @@ class RemotePackSource:
         plans = [store.plan(seg, lo, hi) for seg, lo, hi in self._map(offset, offset + size)]
         return b"".join(store.collect(plan) for plan in plans)
 
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch the ranges a bulk read announces, in order, at most the store's read-ahead
+        bound in all (what is cached or in flight is not fetched again)."""
+        budget = self._store.max_ahead
+        for lo, hi in ranges:
+            if budget <= 0:
+                break
+            hi = min(hi, lo + budget, self._size)
+            budget -= hi - lo
+            for seg, s_lo, s_hi in self._map(lo, hi):
+                self._store.pool.prefetch(seg, s_lo, s_hi)
+
     def _map(self, lo: int, hi: int) -> list[tuple[Segment, int, int]]:
         """[lo, hi) of the pack as (segment, lo, hi) pieces."""
         out = []

@@ -141,3 +141,20 @@ def test_every_byte_is_right_whatever_the_order_concurrency_and_eviction(
         held = sum(f.stat().st_size for f in (tmp_path / "cache").iterdir() if f.is_file())
         assert held <= 2 * MiB
     assert os.path.isdir(tmp_path / "cache")
+
+
+def test_bulk_reads_coalesce_neighbours_and_a_second_pass_fetches_nothing(
+    tmp_path: Path, published: tuple[str, dict[str, bytes], str]
+) -> None:
+    target, objects, big = published
+    small = [h for h in objects if len(objects[h]) <= 64 * 1024]
+    chosen = random.Random(3).sample(small, 300)
+    with RemoteContainer(target, cache_dir=tmp_path / "cache") as rc:
+        assert rc.get_objects_content(chosen) == {h: objects[h] for h in chosen}
+        pool = rc.packs.pool
+        assert pool.requests < 30, pool.requests  # neighbours share GETs: not 300
+        fetched = pool.bytes_fetched
+        with rc.get_objects_stream_and_meta(chosen + [big]) as triplets:
+            for h, stream, _meta in triplets:
+                assert stream.read() == objects[h]
+        assert pool.bytes_fetched - fetched <= 1.1 * len(objects[big])  # only the big one
