@@ -302,6 +302,8 @@ async def _when_ready(
         return
     if opts.readahead_kb:
         await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
+    if ops.offload.timeout is not None:  # reads may wait on a server
+        await trio.to_thread.run_sync(set_max_background, mountpoint, MAX_BACKGROUND)
     reporter.ready()
     log.info("mounted at %s (%s)", mountpoint, opts.to_args())
     if not opts.read_only:
@@ -318,6 +320,29 @@ def bdi_path(mountpoint: Path) -> Path:
     """The mount's backing-device-info folder (its readahead lives there)."""
     dev = os.stat(mountpoint).st_dev
     return Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
+
+
+#: FUSE background requests (readahead) the kernel lets a mount have in flight (its default
+#: 12) on an s3 mount: each reader waiting on a frozen server holds one or two, and a cached
+#: file's readahead would queue in the kernel behind them (20 hung readers made a cached `cat`
+#: wait 19 s)
+MAX_BACKGROUND = 256
+
+
+def set_max_background(mountpoint: Path, n: int) -> bool:
+    """Raise the mount's limit of background requests, and its congestion threshold with it
+    (root, with fusectl mounted at /sys/fs/fuse/connections, as systemd does at boot)."""
+    dev = os.stat(mountpoint).st_dev
+    folder = Path(f"/sys/fs/fuse/connections/{os.major(dev) << 20 | os.minor(dev)}")
+    try:
+        (folder / "max_background").write_text(f"{n}\n")
+        (folder / "congestion_threshold").write_text(f"{n * 3 // 4}\n")
+    except OSError as exc:
+        log.info("the kernel's limit of FUSE background requests stays at its default (12; "
+                 "mount fusectl to let it be raised): %s", exc)
+        return False
+    log.debug("background requests of %s: up to %d", mountpoint, n)
+    return True
 
 
 def set_readahead(mountpoint: Path, kb: int) -> bool:
