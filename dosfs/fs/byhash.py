@@ -244,6 +244,7 @@ class ByHash:
             if not verifier.ok and verifier.unreadable:
                 # a server that did not answer: EIO now, no verdict (a later read hashes again)
                 handle.verifier = handle.verdict = None
+                handle.unavailable_at = time.monotonic()
                 log.warning("%s: not verified, bytes unreadable: %s", handle.hashkey,
                             verifier.reason)
                 raise fuse_error(errno.EIO)

@@ -279,6 +279,7 @@ class RemotePackStore:
                 try:
                     piece = future.result(timeout=max(0.0, when - time.monotonic()))
                 except FutureTimeout:
+                    self.pool.abandon(plan.seg, future)
                     raise _Late(errno.EIO, f"{self.url}: no answer within {self.timeout:g} s"
                                 ) from None
                 data = piece[pos - start : hi - start]
@@ -388,7 +389,7 @@ class FetchPool:
             if self._misses is None:
                 self._misses = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
             executor = self._misses
-        executor.submit(self._get, seg, [(s, e) for s, e, _f in pieces])
+        executor.submit(self._get, seg, [(s, e, f) for s, e, f in pieces if f is not None])
         return pieces
 
     def advise(self, seg: Segment, lo: int, hi: int) -> None:
@@ -403,7 +404,8 @@ class FetchPool:
                 self._advised.popitem(last=False)
             self.cache.willneed(seg.key, start)
 
-    def _get(self, seg: Segment, pieces: list[tuple[int, int]]) -> None:
+    def _get(self, seg: Segment, pieces: list[tuple[int, int, Future[bytes]]]) -> None:
+        """One GET for `pieces` (contiguous), each delivered to its own future only."""
         start, stop = pieces[0][0], pieces[-1][1]
         i = 0
         pending: list[memoryview] = []
@@ -421,7 +423,7 @@ class FetchPool:
                         have += min(need, view.nbytes)
                         view = view[need:]
                         if have == pieces[i][1] - pieces[i][0]:
-                            self._deliver(seg, pieces[i][0], b"".join(pending))
+                            self._deliver(seg, pieces[i], b"".join(pending))
                             pending, have = [], 0
                             i += 1
             except Exception as exc:
@@ -430,24 +432,40 @@ class FetchPool:
                 raise RemoteIOError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
         except OSError as exc:
             with self._lock:
-                flying = self._inflight.get(seg.key, {})
-                failed = [flying.pop(s, (0, None))[1] for s, _e in pieces[i:]]
-                if not flying:
-                    self._inflight.pop(seg.key, None)
-            for future in failed:
-                if future is not None:
+                for piece in pieces[i:]:
+                    self._forget(seg.key, piece)
+            for _s, _e, future in pieces[i:]:
+                if not future.done():
                     future.set_exception(exc)
 
-    def _deliver(self, seg: Segment, start: int, data: bytes) -> None:
+    def _forget(self, key: str, piece: tuple[int, int, Future[bytes]]) -> None:
+        """Take a piece out of flight, if it is still this very piece (lock held)."""
+        flying = self._inflight.get(key)
+        if flying is not None and flying.get(piece[0]) == (piece[1], piece[2]):
+            del flying[piece[0]]
+            if not flying:
+                del self._inflight[key]
+
+    def abandon(self, seg: Segment, future: Future[bytes]) -> None:
+        """A reader gave up waiting for this piece (its GET hangs): later readers start a
+        fresh GET rather than wait for this one, which may hang long after the server is back
+        (its result, if it ever comes, still goes to the cache)."""
+        with self._lock:
+            flying = self._inflight.get(seg.key, {})
+            for start, (end, f) in list(flying.items()):
+                if f is future:
+                    self._forget(seg.key, (start, end, f))
+
+    def _deliver(self, seg: Segment, piece: tuple[int, int, Future[bytes]], data: bytes) -> None:
         """Wake the piece's waiters first, then store it: it stays in flight (done) until the
         cache has it, so nobody fetches it again meanwhile."""
         with self._lock:
-            entry = self._inflight.get(seg.key, {}).get(start)
             self.bytes_fetched += len(data)
-        if entry is not None:
-            entry[1].set_result(data)
+        future = piece[2]
+        if not future.done():
+            future.set_result(data)
         try:
-            self.cache.put(seg.key, start, data)
+            self.cache.put(seg.key, piece[0], data)
         except OSError as exc:  # a full cache disk: serve the bytes, say it once
             if not self._warned:
                 self._warned = True
@@ -455,10 +473,7 @@ class FetchPool:
                             exc, self.url)
         finally:
             with self._lock:
-                flying = self._inflight.get(seg.key, {})
-                flying.pop(start, None)
-                if not flying:
-                    self._inflight.pop(seg.key, None)
+                self._forget(seg.key, piece)
 
     def close(self) -> None:
         for executor in (self._misses, self._ahead):
