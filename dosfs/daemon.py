@@ -302,10 +302,10 @@ async def _when_ready(
         return
     if opts.readahead_kb:
         await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
-    if ops.offload.timeout is not None:  # reads may wait on a server
-        await trio.to_thread.run_sync(set_max_background, mountpoint, MAX_BACKGROUND)
     reporter.ready()
     log.info("mounted at %s (%s)", mountpoint, opts.to_args())
+    if ops.offload.timeout is not None:  # reads may wait on a server
+        await trio.to_thread.run_sync(set_max_background, mountpoint, MAX_BACKGROUND)
     if not opts.read_only:
         try:
             recovered = await ops.offload.run(ops.engine.recover_staged)

@@ -407,6 +407,14 @@ class FetchPool:
     def _get(self, seg: Segment, pieces: list[tuple[int, int, Future[bytes]]]) -> None:
         """One GET for `pieces` (contiguous), each delivered to its own future only."""
         start, stop = pieces[0][0], pieces[-1][1]
+        with self._lock:
+            flying = self._inflight.get(seg.key, {})
+            live = any(flying.get(s) == (e, f) for s, e, f in pieces)
+        if not live:  # queued behind hung GETs, and every reader gave up on it: skip it
+            for _s, _e, future in pieces:
+                if not future.done():
+                    future.set_exception(RemoteIOError(errno.EIO, f"{self.url}: abandoned"))
+            return
         i = 0
         pending: list[memoryview] = []
         have = 0
