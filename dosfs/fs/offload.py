@@ -4,7 +4,7 @@ One OS thread runs every handler (pyfuse3 + trio), so a blocking call stalls eve
 thread hop costs tens of microseconds, more than a cached `pread`. Measured rules:
 
 * in the loop: an uncompressed `pread` of local bytes (page cache: a local pack, or a remote
-  range already in the block cache), an index lookup, a staged `pwrite` with on-the-fly sha256,
+  range already in the extent cache), an index lookup, a staged `pwrite` with on-the-fly sha256,
   hashing up to INLINE_HASH bytes;
 * on the CPU pool: decompression (of local bytes), fsync, commit (hashing when writes were not
   sequential, rename, directory fsync), discarding a staged file, re-seeding a reopened file,

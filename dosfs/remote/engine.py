@@ -6,7 +6,7 @@ generation (found by `refresh()`, every `-o refresh=SECONDS`) is opened beside t
 (its index fetched) and then replaces it in one assignment. Files already open keep reading the
 generation they opened: their readers hold that generation's pack segments, which the bucket
 never overwrites and prunes only after a grace period. A retired generation's index is closed
-RETIRE_AFTER seconds later (calls in flight on it finish first). The block cache and the pool of
+RETIRE_AFTER seconds later (calls in flight on it finish first). The extent cache and the pool of
 fetchers are shared, so a new generation starts warm for every segment it keeps.
 """
 
