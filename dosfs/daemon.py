@@ -169,6 +169,7 @@ def serve(
         workers=opts.workers,
         invalidate_entry=_invalidate_entry,
         views=views,
+        io_timeout=opts.timeout if is_remote(container) else None,
     )
     shown = str(container) if is_remote(container) else str(engine.folder)
     fsname = opts.fsname or (shown if "," not in shown else "dosfs")
@@ -282,7 +283,7 @@ async def _refreshes(ops: Operations, period: float) -> None:
     refresh = ops.engine.refresh  # type: ignore[attr-defined]
     while True:
         await trio.sleep(period)
-        await ops.offload.run(refresh)
+        await ops.offload.run_network(refresh)
 
 
 async def _watch_signals(early: list[int], task_status: Any) -> None:
@@ -316,6 +317,8 @@ async def _when_ready(
         await trio.to_thread.run_sync(set_readahead, mountpoint, opts.readahead_kb)
     reporter.ready()
     log.info("mounted at %s (%s)", mountpoint, opts.to_args())
+    if ops.offload.timeout is not None:  # reads may wait on a server
+        await trio.to_thread.run_sync(set_max_background, mountpoint, MAX_BACKGROUND)
     if not opts.read_only:
         try:
             recovered = await ops.offload.run(ops.engine.recover_staged)
@@ -330,6 +333,29 @@ def bdi_path(mountpoint: Path) -> Path:
     """The mount's backing-device-info folder (its readahead lives there)."""
     dev = os.stat(mountpoint).st_dev
     return Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
+
+
+#: FUSE background requests (readahead) the kernel lets a mount have in flight (its default
+#: 12) on an s3 mount: each reader waiting on a frozen server holds one or two, and a cached
+#: file's readahead would queue in the kernel behind them (20 hung readers made a cached `cat`
+#: wait 19 s)
+MAX_BACKGROUND = 256
+
+
+def set_max_background(mountpoint: Path, n: int) -> bool:
+    """Raise the mount's limit of background requests, and its congestion threshold with it
+    (root, with fusectl mounted at /sys/fs/fuse/connections, as systemd does at boot)."""
+    dev = os.stat(mountpoint).st_dev
+    folder = Path(f"/sys/fs/fuse/connections/{os.major(dev) << 20 | os.minor(dev)}")
+    try:
+        (folder / "max_background").write_text(f"{n}\n")
+        (folder / "congestion_threshold").write_text(f"{n * 3 // 4}\n")
+    except OSError as exc:
+        log.info("the kernel's limit of FUSE background requests stays at its default (12; "
+                 "mount fusectl to let it be raised): %s", exc)
+        return False
+    log.debug("background requests of %s: up to %d", mountpoint, n)
+    return True
 
 
 def set_readahead(mountpoint: Path, kb: int) -> bool:

@@ -39,7 +39,8 @@ OPTIONS_HELP = "; ".join([
     "fsname=NAME: the source shown in the mount table",
     "s3:// containers only: cache_dir=PATH (default ~/.cache/dosfs/...), cache_size=SIZE "
     "(default 1GiB), refresh=SECONDS (look for a new generation; default 60, 0: never), "
-    "timeout=SECONDS (a request to the server gives up, then EIO; default 30)",
+    "timeout=SECONDS (a read that needs the server is EIO once this long has passed, "
+    "retries included; default 30)",
     "aiida_db=PATH: an AiiDA profile's database.sqlite: its nodes' files under nodes/ "
     "(also --aiida-db; see dosfs views)",
     "ignored: defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, dev, "

@@ -47,7 +47,7 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
     the background, or attached with --foreground).
 
     CONTAINER may be s3://BUCKET/PREFIX, a container published with `dosfs push`: by-hash/ is
-    then read-only from the bucket (ranged GETs, a block cache on disk, every object verified
+    then read-only from the bucket (ranged GETs, an extent cache on disk, every object verified
     before it is served in full), and new generations are picked up every -o refresh=SECONDS
     (files already open keep theirs). Endpoint and credentials come from AWS_ENDPOINT_URL,
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/config."""

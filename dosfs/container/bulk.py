@@ -41,6 +41,8 @@ KEYS_PER_ROUND = 100_000
 WINDOW = 8 * 1024 * 1024
 #: unreferenced bytes between two objects that are still read through rather than skipped
 GAP = 256 * 1024
+#: windows announced ahead to the pack source (PackSource.will_read)
+LOOKAHEAD = 4
 
 Payload = bytes | ObjectReader | None
 #: packed objects come with their raw index row (meta is built only if someone asks)
@@ -114,29 +116,43 @@ def iter_objects(
             yield [(h, None, missing_meta()) for h in missing + invalid]
 
 
-def _read_group(
-    resolver: Resolver, source: PackSource, group: list[FullRow], hash_type: str
-) -> Iterator[list[Item]]:
-    """Objects of one pack, sorted by offset, read in big windows: one batch per window."""
+def _windows(group: list[FullRow]) -> list[tuple[int, int, int, int]]:
+    """How a pack's objects (sorted by offset) are read: (i, j, start, end) reads group[i:j] as
+    one window [start, end); an object longer than WINDOW is a window of its own."""
+    out = []
     i = 0
     n = len(group)
     while i < n:
-        row = group[i]
-        h, _c, _s, offset, length, _p = row
-        if length > WINDOW:
-            yield [(h, reader_for(h, source, row[1:], resolver.restart_lookup(h, row[1:])), row)]
-            i += 1
-            continue
+        _h, _c, _s, offset, length, _p = group[i]
         start, end = offset, offset + length
         j = i + 1
-        while j < n:
-            r = group[j]
-            o_end = r[3] + r[4]
-            if r[4] > WINDOW or o_end - start > WINDOW or r[3] - end > GAP:
-                break
-            if o_end > end:
-                end = o_end
-            j += 1
+        if length <= WINDOW:
+            while j < n:
+                r = group[j]
+                o_end = r[3] + r[4]
+                if r[4] > WINDOW or o_end - start > WINDOW or r[3] - end > GAP:
+                    break
+                if o_end > end:
+                    end = o_end
+                j += 1
+        out.append((i, j, start, end))
+        i = j
+    return out
+
+
+def _read_group(
+    resolver: Resolver, source: PackSource, group: list[FullRow], hash_type: str
+) -> Iterator[list[Item]]:
+    """Objects of one pack, sorted by offset, read in big windows: one batch per window. The
+    source is told which windows come next (a remote one fetches them meanwhile)."""
+    windows = _windows(group)
+    for k, (i, j, start, end) in enumerate(windows):
+        source.will_read([(s, e) for _i, _j, s, e in windows[k + 1 : k + 1 + LOOKAHEAD]])
+        row = group[i]
+        if row[4] > WINDOW:
+            h = row[0]
+            yield [(h, reader_for(h, source, row[1:], resolver.restart_lookup(h, row[1:])), row)]
+            continue
         buf = source.pread(end - start, start)
         short = len(buf) != end - start
         batch: list[Item] = []
@@ -154,7 +170,6 @@ def _read_group(
                 check_hash(hk, hash_type, piece, f"pack {pack_id} offset {o}")
             append((hk, piece, r))
         yield batch
-        i = j
 
 
 # -- listing ---------------------------------------------------------------------------------------

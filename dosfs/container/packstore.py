@@ -20,14 +20,22 @@ Entries remember S; when a row comes with another stamp, the entry is re-checked
 `identity()` call, bracketed by a second look at the stamp (if a commit slipped in between, the
 caller re-reads its row). Caches are per thread (like the connections whose stamps they hold)
 and are dropped in a forked child.
+
+Blocking. A source says whether its `pread` may wait on the network (`blocking`): a local file
+never does (a page-cache read is served in the caller's thread); a remote one may. A caller that
+must not wait (the FUSE loop, a CPU worker) reads inside `local_only()`: a blocking source then
+serves what it holds locally and raises `WouldBlock` for anything else, and the caller retries
+on a thread that may wait. A caller that may wait can bound it with `deadline(when)`: one
+monotonic deadline for everything the read does, retries included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Protocol
 
 from dosfs.container.config import Layout, is_valid_pack_name
@@ -49,20 +57,77 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+class Unavailable(OSError):
+    """The bytes could not be had in time (a server refused, failed or did not answer):
+    EIO, and no statement about the object itself."""
+
+
+class WouldBlock(Exception):  # noqa: N818 - a signal to retry elsewhere, not a failure
+    """Inside `local_only()`: the bytes asked for are not local, reading them would wait."""
+
+
+class _Wait(threading.local):
+    local_only = False
+    deadline: float | None = None
+
+
+_wait = _Wait()
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Reads in this thread serve local bytes only (WouldBlock otherwise)."""
+    previous, _wait.local_only = _wait.local_only, True
+    try:
+        yield
+    finally:
+        _wait.local_only = previous
+
+
+def is_local_only() -> bool:
+    return _wait.local_only
+
+
+@contextlib.contextmanager
+def deadline(when: float | None) -> Iterator[None]:
+    """Reads in this thread give up at `when` (time.monotonic()), whatever they wait for."""
+    previous, _wait.deadline = _wait.deadline, when
+    try:
+        yield
+    finally:
+        _wait.deadline = previous
+
+
+def current_deadline() -> float | None:
+    """The deadline set by `deadline()` in this thread, if any."""
+    return _wait.deadline
+
+
 class PackSource(Protocol):
     """The bytes of one pack (or loose file) as they were when it was opened."""
 
     @property
     def identity(self) -> Hashable: ...
 
-    def pread(self, size: int, offset: int) -> bytes:
-        """Up to `size` bytes at `offset`; fewer only at the end."""
+    @property
+    def blocking(self) -> bool:
+        """Whether `pread` may wait on the network (see "Blocking" above)."""
+        ...
+
+    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
+        """Up to `size` bytes at `offset`; fewer only at the end. `stop`: where the object
+        being read ends, if the caller knows (a remote source reads ahead up to it)."""
         ...
 
     def size(self) -> int: ...
 
     def describe(self) -> str:
         """Where the bytes live, for error messages."""
+        ...
+
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        """Hint: [start, end) ranges that will be read soon, in this order (a remote source
+        fetches them meanwhile, within a bound; a local one ignores it)."""
         ...
 
 
@@ -87,6 +152,9 @@ class PinnedFile:
 
     __slots__ = ("fd", "identity", "path", "opened_size", "__weakref__")
 
+    #: a local file: reads never wait on the network
+    blocking = False
+
     def __init__(self, fd: int, identity: tuple[int, int], path: str, opened_size: int) -> None:
         self.fd = fd
         self.identity = identity
@@ -103,7 +171,7 @@ class PinnedFile:
             raise
         return cls(fd, (st.st_dev, st.st_ino), path, st.st_size)
 
-    def pread(self, size: int, offset: int) -> bytes:
+    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
         return pread_exact(self.fd, size, offset)
 
     def size(self) -> int:
@@ -111,6 +179,9 @@ class PinnedFile:
 
     def describe(self) -> str:
         return self.path
+
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        """Local bytes: nothing to start."""
 
     def __del__(self) -> None:
         fd, self.fd = self.fd, -1

@@ -58,6 +58,8 @@ class ObjectReader:
     compressed: bool = False
     #: the loose file the bytes come from (None for packed objects)
     loose_path: str | None = None
+    #: where the bytes are read from (None once closed)
+    _source: PackSource | None = None
 
     def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -67,6 +69,13 @@ class ObjectReader:
 
     def sequential(self) -> None:
         """This reader will only be read front to back: keep no random-access state."""
+
+    @property
+    def may_block(self) -> bool:
+        """Whether `pread` may wait on the network (its source is remote): a server then reads
+        it inside packstore.local_only() or on a thread that may wait, never inline."""
+        source = self._source
+        return source is not None and source.blocking
 
     def stored_range(self) -> tuple[int, int, int, bool] | None:
         """(fd, offset, length, compressed) of the stored bytes when they lie in a local file
@@ -136,7 +145,7 @@ class RawReader(ObjectReader):
         if source is None:
             raise ValueError("read from a closed object reader")
         n = end - offset
-        data = source.pread(n, self._base + offset)
+        data = source.pread(n, self._base + offset, self._base + self.size)
         if len(data) != n:
             raise CorruptObject(
                 self.hashkey,
@@ -236,7 +245,7 @@ class CompressedReader(ObjectReader):
                 if source is None:
                     raise ValueError("read from a closed object reader")
                 n = min(COMPRESSED_CHUNK, self._length - pos)
-                chunk = source.pread(n, self._base + pos)
+                chunk = source.pread(n, self._base + pos, self._base + self._length)
                 if len(chunk) != n:
                     raise self._fail(f"pack file ends early (compressed offset {pos})")
                 cur.base, cur.buf, cur.off = pos, chunk, 0

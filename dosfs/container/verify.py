@@ -75,6 +75,9 @@ class ObjectVerifier:
         self.size = reader.size
         self.ok: bool | None = None
         self.reason = ""
+        #: the bytes could not be read (e.g. a server that did not answer): `ok` is False but
+        #: says nothing about the object, which may hash fine once it can be read
+        self.unreadable = False
         self._hasher = new_hasher(hash_type)
         self._eager = eager
         self._on_done = on_done
@@ -165,6 +168,7 @@ class ObjectVerifier:
             self._conclude(False)
         except Exception as exc:  # noqa: BLE001 - any read failure means "not verified"
             self.reason = f"{type(exc).__name__}: {exc}"
+            self.unreadable = isinstance(exc, OSError)
             self._conclude(False)
         finally:
             with self._cond:
@@ -285,6 +289,7 @@ class ProcessVerifier:
         self.size = reader.size
         self.ok: bool | None = None
         self.reason = ""
+        self.unreadable = False
         self.job_id = 0
         self._hash_type = hash_type
         self._on_done = on_done
@@ -339,6 +344,7 @@ class ProcessVerifier:
 
     def _from_fallback(self, verifier: ObjectVerifier) -> None:
         self.reason = verifier.reason
+        self.unreadable = verifier.unreadable
         self._conclude(bool(verifier.ok))
 
     def _conclude(self, ok: bool) -> None:

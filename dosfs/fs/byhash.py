@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ import trio
 
 from dosfs.container import verify as _verify
 from dosfs.container.errors import CorruptObject
+from dosfs.container.packstore import Unavailable
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
 from dosfs.fs.engine import EngineLike, VerifierLike
@@ -46,6 +48,9 @@ from dosfs.fs.stats import Stats
 
 log = logging.getLogger("dosfs.fs")
 
+#: Seconds after a read found an object's bytes unavailable that reads of the same handle
+#: fail at once (ByHash.read).
+RETRY_AFTER = 2.0
 #: Objects up to this size are hashed before their first byte is served.
 SMALL_VERIFY = _verify.SMALL_VERIFY  # one bound for the mount and `dosfs cat`
 #: Closing a compressed reader of at least this size returns freed heap memory to the OS.
@@ -198,6 +203,19 @@ class ByHash:
         return ReadHandle(self.engine.open_object(hashkey), hashkey, None, True)
 
     async def read(self, handle: ReadHandle, off: int, size: int) -> bytes:
+        """Bytes of an open object. A read of a handle whose bytes were unavailable (a server
+        that did not deliver) less than RETRY_AFTER seconds ago fails at once: the kernel
+        follows a failed readahead with a read of its own, which would wait a whole timeout
+        again; a new open tries the server again at once."""
+        if time.monotonic() - handle.unavailable_at < RETRY_AFTER:
+            raise fuse_error(errno.EIO)
+        try:
+            return await self._read(handle, off, size)
+        except Unavailable:
+            handle.unavailable_at = time.monotonic()
+            raise
+
+    async def _read(self, handle: ReadHandle, off: int, size: int) -> bytes:
         if handle.trusted:
             return await self.offload.read(handle.reader, off, size)
         if handle.ino is not None and self.verdicts.get(handle.ino) is False:
@@ -224,6 +242,13 @@ class ByHash:
         if off + len(data) >= reader.size:  # this read completes the object
             verifier.finish()
             await handle.verdict.wait()
+            if not verifier.ok and verifier.unreadable:
+                # a server that did not answer: EIO now, no verdict (a later read hashes again)
+                handle.verifier = handle.verdict = None
+                handle.unavailable_at = time.monotonic()
+                log.warning("%s: not verified, bytes unreadable: %s", handle.hashkey,
+                            verifier.reason)
+                raise fuse_error(errno.EIO)
             if not verifier.ok:
                 raise self._corrupt(handle, f"{verifier.reason} ({reader.where()})")
             self._trusted(handle)

@@ -30,6 +30,12 @@ class ObjectReaderLike(Protocol):
     @property
     def meta(self) -> ObjectMeta: ...
 
+    @property
+    def may_block(self) -> bool:
+        """Whether pread may wait on the network (a remote pack): then it never runs in the
+        loop except inside dosfs.container.packstore.local_only() (fs/offload.py)."""
+        ...
+
     def pread(self, offset: int, size: int) -> bytes: ...
 
     def close(self) -> None: ...
@@ -55,6 +61,12 @@ class VerifierLike(Protocol):
 
     @property
     def reason(self) -> str: ...
+
+    @property
+    def unreadable(self) -> bool:
+        """No verdict: the bytes could not be read (a server that did not answer in time);
+        the object is not known to be corrupt."""
+        ...
 
     def feed(self, offset: int, data: bytes) -> None: ...
 

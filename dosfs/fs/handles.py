@@ -61,7 +61,8 @@ class ReadHandle:
 
     ``ino``: the by-hash inode it was opened through (None for a committed incoming/ file),
     whose verdict is shared by every open of it; ``trusted``: reads need no verification;
-    ``verifier``/``verdict``: the hashing of a big object in progress, and its trio event."""
+    ``verifier``/``verdict``: the hashing of a big object in progress, and its trio event;
+    ``unavailable_at``: when a read of it last found its bytes unavailable (monotonic)."""
 
     reader: ObjectReaderLike
     hashkey: str
@@ -69,6 +70,7 @@ class ReadHandle:
     trusted: bool = False
     verifier: VerifierLike | None = None
     verdict: trio.Event | None = None
+    unavailable_at: float = -1e9
 
 
 @dataclass(eq=False)

@@ -96,12 +96,13 @@ class Operations(pyfuse3.Operations):
         invalidate_entry: Callable[[int, bytes], None] | None = None,
         thread_init: Callable[[], None] | None = None,
         views: Source | None = None,
+        io_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.read_only = read_only
         self.listing = listing
-        self.offload = Offload(workers, thread_init)
+        self.offload = Offload(workers, thread_init, timeout=io_timeout)
         self.stats = Stats()
         self.attrs = AttrBuilder(
             os.getuid() if uid is None else uid, os.getgid() if gid is None else gid,

@@ -44,15 +44,18 @@ class Pending:
 class WorkerPool:
     """``await pool.run(fn, *args)`` runs ``fn`` in one of ``size`` threads."""
 
-    def __init__(self, size: int, initializer: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, size: int, initializer: Callable[[], None] | None = None, name: str = "worker"
+    ) -> None:
         self.size = max(1, size)
         self.initializer = initializer
+        self.name = name
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
     def _start(self) -> None:
         for i in range(self.size):
-            thread = threading.Thread(target=self._loop, name=f"dosfs-worker-{i}", daemon=True)
+            thread = threading.Thread(target=self._loop, name=f"dosfs-{self.name}-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -17,24 +17,31 @@ from types import TracebackType
 from typing import Any
 
 from dosfs.container.config import Layout
-from dosfs.remote.cache import BlockCache
+from dosfs.remote.cache import ExtentCache
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head
 from dosfs.remote.url import RemoteError, make_store, parse_url
 
-#: in-memory block cache when no cache_dir is given
-DEFAULT_CACHE = 256 * 1024 * 1024
+#: the extent cache: on disk in cache_dir (as the s3 mount's), else in memory, kept small so
+#: that reading any amount keeps the process small (a second pass then fetches again: give a
+#: cache_dir, as big as what is read, to make it fetch nothing)
+DEFAULT_DISK_CACHE = 1024 * 1024 * 1024
+DEFAULT_MEMORY_CACHE = 32 * 1024 * 1024
 
 
 class RemoteContainer:
-    """Read-only access to `s3://bucket/prefix` as published by `dosfs push`."""
+    """Read-only access to `s3://bucket/prefix` as published by `dosfs push`.
+
+    `cache_dir`: keep fetched bytes on disk there (shareable with s3 mounts of the same URL),
+    at most `cache_size` bytes (default 1 GiB; without cache_dir, 32 MiB in memory).
+    `timeout`: seconds a read waits for the server before RemoteIOError (a RemoteError)."""
 
     def __init__(
         self,
         target: str,
         *,
         cache_dir: str | os.PathLike[str] | None = None,
-        cache_size: int = DEFAULT_CACHE,
+        cache_size: int | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.url = parse_url(target)
@@ -43,8 +50,10 @@ class RemoteContainer:
         if generation is None:
             raise RemoteError(f"{self.url}: nothing published there (run 'dosfs push' first)")
         self.generation: Generation = generation
-        blocks = Path(cache_dir) if cache_dir is not None else None
-        self.cache = BlockCache(cache_size, blocks)
+        folder = Path(cache_dir) if cache_dir is not None else None
+        if cache_size is None:
+            cache_size = DEFAULT_MEMORY_CACHE if folder is None else DEFAULT_DISK_CACHE
+        self.cache = ExtentCache(cache_size, folder)
         self._open = OpenGeneration(self.store, self.url, generation, self.cache, timeout=timeout)
         self.packs = self._open.packs
         self._container = self._open.container

@@ -6,7 +6,7 @@ generation (found by `refresh()`, every `-o refresh=SECONDS`) is opened beside t
 (its index fetched) and then replaces it in one assignment. Files already open keep reading the
 generation they opened: their readers hold that generation's pack segments, which the bucket
 never overwrites and prunes only after a grace period. A retired generation's index is closed
-RETIRE_AFTER seconds later (calls in flight on it finish first). The block cache and the pool of
+RETIRE_AFTER seconds later (calls in flight on it finish first). The extent cache and the pool of
 fetchers are shared, so a new generation starts warm for every segment it keeps.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from dosfs.container.errors import ModificationNotAllowed
 from dosfs.container.meta import ObjectMeta
 from dosfs.fs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
-from dosfs.remote.cache import BlockCache
+from dosfs.remote.cache import ExtentCache
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head
 from dosfs.remote.packstore import FetchPool
@@ -63,11 +63,13 @@ class RemoteEngine:
         generation = read_head(self.store, self.url)
         if generation is None:
             raise RemoteError(f"{self.url}: nothing published there (run 'dosfs push' first)")
-        self.cache = BlockCache(cache_size, cache_dir)
+        self.cache = ExtentCache(cache_size, cache_dir)
         self.pool = FetchPool(self.store, self.url, self.cache)
         self._current = self._open(generation)
         self._retired: list[tuple[float, OpenGeneration]] = []
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        self._closed = False
         self._keep_open = False
         self._failing = False
 
@@ -81,26 +83,33 @@ class RemoteEngine:
 
     def refresh(self) -> bool:
         """Switch to a newer published generation if there is one; True when it switched.
-        A server that cannot be reached leaves the current generation served (logged once)."""
-        with self._lock:
-            self._close_retired()
+        A server that cannot be reached leaves the current generation served (logged once).
+        The server is asked without the lock held: a frozen server (up to the timeout) never
+        holds up checkpoint() or close(); refreshes themselves run one at a time."""
+        with self._refreshing:
+            with self._lock:
+                self._close_retired()
+                current = self._current.number
             try:
-                head = read_head(self.store, self.url, newer_than=self._current.number)
-                if head is None:
-                    self._recovered()
-                    return False
-                fresh = self._open(head)
+                head = read_head(self.store, self.url, newer_than=current)
+                fresh = None if head is None else self._open(head)
             except (RemoteError, OSError) as exc:
                 if not self._failing:
                     log.warning("refresh of %s failed, still serving generation %d: %s",
-                                self.url, self._current.number, exc)
+                                self.url, current, exc)
                 self._failing = True
                 return False
             self._recovered()
-            if self._keep_open:
-                fresh.container.keep_index_open()
-            old, self._current = self._current, fresh
-            self._retired.append((time.monotonic(), old))
+            if fresh is None:
+                return False
+            with self._lock:
+                if self._closed:  # closed while we asked the server
+                    fresh.close()
+                    return False
+                if self._keep_open:
+                    fresh.container.keep_index_open()
+                old, self._current = self._current, fresh
+                self._retired.append((time.monotonic(), old))
         log.info("now serving generation %d of %s (was %d)", fresh.number, self.url, old.number)
         return True
 
@@ -216,6 +225,7 @@ class RemoteEngine:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._close_retired(force=True)
             self._current.close()
         self.pool.close()

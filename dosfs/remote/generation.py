@@ -18,7 +18,7 @@ import obstore
 from obstore.store import S3Store
 
 from dosfs.container import Container
-from dosfs.remote.cache import BlockCache
+from dosfs.remote.cache import ExtentCache
 from dosfs.remote.layout import Generation, remote_error
 from dosfs.remote.packstore import FetchPool, RemotePackStore
 from dosfs.remote.url import RemoteError, RemoteURL
@@ -35,7 +35,7 @@ class OpenGeneration:
         store: S3Store,
         url: RemoteURL,
         generation: Generation,
-        cache: BlockCache,
+        cache: ExtentCache,
         *,
         timeout: float,
         pool: FetchPool | None = None,

@@ -14,10 +14,16 @@ from urllib.parse import urlsplit
 from obstore.store import S3Store
 
 from dosfs.container.errors import DosfsError
+from dosfs.container.packstore import Unavailable
 
 
 class RemoteError(DosfsError):
     """The remote store cannot be used (bad URL, credentials, bucket, server down)."""
+
+
+class RemoteIOError(RemoteError, Unavailable):
+    """A read from the server failed or did not finish in time: both a RemoteError (what
+    RemoteContainer's callers catch) and an OSError EIO (what the mount answers)."""
 
 
 @dataclass(frozen=True, slots=True)

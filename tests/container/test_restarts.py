@@ -42,10 +42,17 @@ class Counting:
     def identity(self) -> Hashable:
         return ("counting", id(self))  # its own: no checkpoints shared with other readers
 
-    def pread(self, size: int, offset: int) -> bytes:
+    @property
+    def blocking(self) -> bool:
+        return False
+
+    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
         data = self.inner.pread(size, offset)
         self.read += len(data)
         return data
+
+    def will_read(self, ranges: list[tuple[int, int]]) -> None:
+        pass
 
     def size(self) -> int:
         return self.inner.size()

@@ -30,6 +30,7 @@ class FakeReader:
         self.meta = engine.get_object_meta(hashkey)
         self.size = len(self.data)
         self.compressed = bool(self.meta.pack_compressed)
+        self.may_block = False  # in memory: never waits
         self.closed = False
         self.threads: list[int] = []
 

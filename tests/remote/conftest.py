@@ -368,3 +368,34 @@ def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     yield
+
+
+class Freezer:
+    """SIGSTOP / SIGCONT of the test server's gateway (radosgw): connections are then accepted
+    by the kernel and never answered, as a congested or half-dead server does."""
+
+    def __init__(self, server: S3Server) -> None:
+        state = json.loads((server.dir / "state.json").read_text())
+        rgw = next(d for d in state["daemons"] if d["name"] == "rgw")
+        if _proc_start(rgw["pid"]) != rgw["start"]:
+            raise AssertionError(f"the gateway (pid {rgw['pid']}) is not running")
+        self.pid: int = rgw["pid"]
+        self.frozen = False
+
+    def freeze(self) -> None:
+        self.frozen = True
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+        self.frozen = False
+
+
+@pytest.fixture
+def freezer(s3_server: S3Server) -> Iterator[Freezer]:
+    """The gateway frozen on demand; ALWAYS resumed in teardown, whatever happened."""
+    f = Freezer(s3_server)
+    try:
+        yield f
+    finally:
+        f.thaw()

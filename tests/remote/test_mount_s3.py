@@ -81,7 +81,7 @@ def test_serves_every_object_verified_and_refuses_writes(
     got = subprocess.run(["dd", f"if={m.by_hash / big}", "bs=4096", "skip=1000", "count=3",
                           "status=none"], check=True, capture_output=True).stdout
     assert got == objects[big][4096 * 1000 : 4096 * 1003]
-    # the cache keeps to its bound (whole 2 MiB blocks)
+    # the cache keeps to its bound
     held = sum(f.stat().st_size for f in cache.iterdir() if f.is_file())
     assert 0 < held <= 4 * MiB
     # read-only: EROFS for writes anywhere, ENOENT for an unknown hash
@@ -351,7 +351,7 @@ def test_dosfs_container_may_name_the_bucket(
 def test_a_full_cache_disk_still_serves_every_byte(
     tmp_path: Path, published: tuple[str, dict[str, bytes]], mount: Callable[..., Mounted]
 ) -> None:
-    """The cache folder on a 1 MiB filesystem: blocks cannot be stored (one WARNING line), every
+    """The cache folder on a 1 MiB filesystem: extents cannot be stored (one WARNING line), every
     object is still served whole and verified, straight from the server."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
@@ -363,7 +363,7 @@ def test_a_full_cache_disk_still_serves_every_byte(
         m = mount(target, f"cache_dir={small / 'cache'}", "refresh=0")
         for h, data in objects.items():
             assert _read(m.by_hash / h) == data, h
-        assert "cannot store blocks" in m.log_text()
+        assert "cache: cannot store" in m.log_text()
         m.unmount()
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
