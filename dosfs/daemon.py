@@ -35,7 +35,7 @@ from dosfs.mount import (
 
 if TYPE_CHECKING:
     from dosfs.fs.operations import Operations
-    from dosfs.views.sources import Source
+    from dosfs.views.rows import Source
 
 log = logging.getLogger("dosfs.mount")
 

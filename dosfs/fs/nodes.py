@@ -44,7 +44,7 @@ from dosfs.fs.inodes import (
     node_dir_ino,
 )
 from dosfs.fs.offload import Offload
-from dosfs.views.sources import Ambiguous, NodeRow, Source, is_uuid, valid_uuid_text
+from dosfs.views.rows import Ambiguous, NodeRow, Source, is_uuid, valid_uuid_text
 from dosfs.views.trees import Tree, TreeCache, parse_tree_checked, walk
 
 log = logging.getLogger("dosfs.fs")

@@ -50,7 +50,7 @@ from dosfs.fs.nodes import NODES_NAME, Nodes, NodesDirHandle
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 from dosfs.fs.tree import DirNode, LinkNode, TreeNode, check_name
-from dosfs.views.sources import Source
+from dosfs.views.rows import Source
 
 log = logging.getLogger("dosfs.fs")
 

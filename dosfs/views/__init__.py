@@ -5,7 +5,8 @@
 serves them is ``dosfs.fs.nodes``.
 """
 
-from dosfs.views.sources import NodeRow, SqliteSource, open_source
+from dosfs.views.rows import NodeRow
+from dosfs.views.sources import SqliteSource, open_source
 from dosfs.views.trees import Tree, TreeCache, parse_tree
 
 __all__ = ["NodeRow", "SqliteSource", "Tree", "TreeCache", "open_source", "parse_tree"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from dosfs.views.sources import (
+from dosfs.views.rows import (
     MIN_PREFIX,
     REPOSITORY_UUID_KEY,
     Ambiguous,

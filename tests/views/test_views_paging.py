@@ -17,7 +17,8 @@ import pytest
 
 from dosfs import Container
 from dosfs.fs.nodes import PAGE
-from dosfs.views.sources import Ambiguous, SqliteSource
+from dosfs.views.rows import Ambiguous
+from dosfs.views.sources import SqliteSource
 from dosfs.views.trees import TreeCache, parse_tree, walk
 
 SCHEMA = ("CREATE TABLE db_dbnode (id INTEGER PRIMARY KEY, uuid VARCHAR(32) NOT NULL UNIQUE, "
