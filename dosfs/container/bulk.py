@@ -153,7 +153,7 @@ def _read_group(
             h = row[0]
             yield [(h, reader_for(h, source, row[1:], resolver.restart_lookup(h, row[1:])), row)]
             continue
-        buf = source.pread(end - start, start)
+        buf = source.read_at(start, end - start)
         short = len(buf) != end - start
         batch: list[Item] = []
         append = batch.append

@@ -38,7 +38,7 @@ def iter_stored(
     pos = 0
     if not compressed:
         while pos < length:
-            chunk = source.pread(min(HASH_CHUNK * 8, length - pos), offset + pos)
+            chunk = source.read_at(offset + pos, min(HASH_CHUNK * 8, length - pos))
             if not chunk:
                 raise CorruptObject(hashkey, f"pack ends at object offset {pos} of {length}")
             yield chunk
@@ -51,7 +51,7 @@ def iter_stored(
             if not pending:
                 if pos >= length:
                     raise CorruptObject(hashkey, "zlib stream incomplete")
-                pending = source.pread(min(HASH_CHUNK, length - pos), offset + pos)
+                pending = source.read_at(offset + pos, min(HASH_CHUNK, length - pos))
                 if not pending:
                     raise CorruptObject(hashkey, f"pack ends at compressed offset {pos}")
                 pos += len(pending)

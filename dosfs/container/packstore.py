@@ -3,7 +3,7 @@ open packs that can never serve another file's bytes.
 
 The seam. Every reader of pack bytes (single reads, streams, bulk, validate, repack) goes
 through a `PackStore`: `open(pack_id)` gives a `PackSource` pinned to the pack as it is now
-(`pread`, `size`, `identity`), `identity(pack_id)` tells cheaply whether the pack was replaced
+(`read_at`, `size`, `identity`), `identity(pack_id)` tells cheaply whether the pack was replaced
 since. `LocalPackStore` serves `packs/N` files; a remote store (ranged GETs with a cache) plugs
 in here without touching any reader.
 
@@ -21,7 +21,7 @@ Entries remember S; when a row comes with another stamp, the entry is re-checked
 caller re-reads its row). Caches are per thread (like the connections whose stamps they hold)
 and are dropped in a forked child.
 
-Blocking. A source says whether its `pread` may wait on the network (`blocking`): a local file
+Blocking. A source says whether its `read_at` may wait on the network (`blocking`): a local file
 never does (a page-cache read is served in the caller's thread); a remote one may. A caller that
 must not wait (the FUSE loop, a CPU worker) reads inside `local_only()`: a blocking source then
 serves what it holds locally and raises `WouldBlock` for anything else, and the caller retries
@@ -111,12 +111,13 @@ class PackSource(Protocol):
 
     @property
     def blocking(self) -> bool:
-        """Whether `pread` may wait on the network (see "Blocking" above)."""
+        """Whether `read_at` may wait on the network (see "Blocking" above)."""
         ...
 
-    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
+    def read_at(self, offset: int, size: int, stop: int | None = None) -> bytes:
         """Up to `size` bytes at `offset`; fewer only at the end. `stop`: where the object
-        being read ends, if the caller knows (a remote source reads ahead up to it)."""
+        being read ends, if the caller knows (a remote source reads ahead up to it). Offset
+        first, as ObjectReader.pread (not os.pread's order): one order everywhere."""
         ...
 
     def size(self) -> int: ...
@@ -171,7 +172,7 @@ class PinnedFile:
             raise
         return cls(fd, (st.st_dev, st.st_ino), path, st.st_size)
 
-    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
+    def read_at(self, offset: int, size: int, stop: int | None = None) -> bytes:
         return pread_exact(self.fd, size, offset)
 
     def size(self) -> int:

@@ -145,7 +145,7 @@ class RawReader(ObjectReader):
         if source is None:
             raise ValueError("read from a closed object reader")
         n = end - offset
-        data = source.pread(n, self._base + offset, self._base + self.size)
+        data = source.read_at(self._base + offset, n, self._base + self.size)
         if len(data) != n:
             raise CorruptObject(
                 self.hashkey,
@@ -245,7 +245,7 @@ class CompressedReader(ObjectReader):
                 if source is None:
                     raise ValueError("read from a closed object reader")
                 n = min(COMPRESSED_CHUNK, self._length - pos)
-                chunk = source.pread(n, self._base + pos, self._base + self._length)
+                chunk = source.read_at(self._base + pos, n, self._base + self._length)
                 if len(chunk) != n:
                     raise self._fail(f"pack file ends early (compressed offset {pos})")
                 cur.base, cur.buf, cur.off = pos, chunk, 0
@@ -311,7 +311,7 @@ class CompressedReader(ObjectReader):
         source = self._source
         if source is None:
             raise ValueError("read from a closed object reader")
-        return source.pread(4, self._base + cpos - 4) == MARKER
+        return source.read_at(self._base + cpos - 4, 4) == MARKER
 
     def pread(self, offset: int, size: int) -> bytes:
         offset, end = self._span(offset, size)

@@ -175,7 +175,7 @@ def _destination(
         return False
     if compressed:
         return size > 0 and length < 0.9 * size
-    return worth_compressing(src.pread(min(size, 64 * 1024), offset))
+    return worth_compressing(src.read_at(offset, min(size, 64 * 1024)))
 
 
 def _transform(
@@ -221,7 +221,7 @@ def _copy_range(
 ) -> None:
     pos = 0
     while pos < length:
-        chunk = src.pread(min(CHUNK * 8, length - pos), offset + pos)
+        chunk = src.read_at(offset + pos, min(CHUNK * 8, length - pos))
         if not chunk:
             raise CorruptObject(hashkey, "pack file ends before the object")
         write(chunk)

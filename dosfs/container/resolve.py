@@ -118,7 +118,7 @@ class Resolver:
             if row is None or source is None:  # pragma: no cover - resolve never does this
                 raise CorruptObject(hashkey, "resolved to nothing")
             compressed, size, offset, length = row[0], row[1], row[2], row[3]
-            raw = source.pread(length, offset)
+            raw = source.read_at(offset, length)
             if len(raw) != length:
                 self.packs.forget(row[4])
                 if self.index.stamp() != row[5]:

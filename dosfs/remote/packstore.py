@@ -1,5 +1,5 @@
 """RemotePackStore: the pack-store seam (dosfs.container.packstore) served from a published
-generation. A pack is a list of immutable segments; `pread` maps a range onto them and reads
+generation. A pack is a list of immutable segments; `read_at` maps a range onto them and reads
 it through the extent cache (remote/cache.py) with ranged GETs.
 
 Why fetch what is read: a miss fetches the bytes asked for, rounded out to MISS_ALIGN (and
@@ -128,7 +128,7 @@ class RemotePackSource:
             stream.ahead = target
             return start, target
 
-    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
+    def read_at(self, offset: int, size: int, stop: int | None = None) -> bytes:
         """Up to `size` bytes at `offset`; `stop`: where the object being read ends (read-ahead
         stays before it)."""
         size = max(0, min(size, self._size - offset))

@@ -46,8 +46,8 @@ class Counting:
     def blocking(self) -> bool:
         return False
 
-    def pread(self, size: int, offset: int, stop: int | None = None) -> bytes:
-        data = self.inner.pread(size, offset)
+    def read_at(self, offset: int, size: int, stop: int | None = None) -> bytes:
+        data = self.inner.read_at(offset, size)
         self.read += len(data)
         return data
 

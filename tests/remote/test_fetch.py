@@ -121,13 +121,13 @@ def test_every_byte_is_right_whatever_the_order_concurrency_and_eviction(
                         pos = start
                         while pos < stop:
                             n = min(rng.choice((4096, 65536, 131072, 1 << 20)), stop - pos)
-                            assert source.pread(n, pos, stop) == local[pos : pos + n]
+                            assert source.read_at(pos, n, stop) == local[pos : pos + n]
                             pos += n
                     else:
                         off = rng.randrange(len(local))
                         n = rng.randint(1, 300_000)
                         stop = rng.choice((None, min(len(local), off + n + rng.randrange(MiB))))
-                        assert source.pread(n, off, stop) == local[off : off + n]
+                        assert source.read_at(off, n, stop) == local[off : off + n]
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
