@@ -12,7 +12,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dosfs.container.decoding import check_hash
 from dosfs.container.errors import InvalidHashKey, NotExistent
@@ -246,3 +246,10 @@ class FakeEngine:
             return None
         found = [h for h in self.objects if h.startswith(prefix)]
         return found[0] if len(found) == 1 else None
+
+
+if TYPE_CHECKING:  # mypy (pyproject's `files`) holds the fake to the engine contract
+    from dosfs.fs.engine import EngineLike
+
+    def _conforms(engine: FakeEngine) -> EngineLike:
+        return engine
