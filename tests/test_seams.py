@@ -18,7 +18,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_engine_imports_neither_pyfuse3_nor_trio() -> None:
     result = run_python(
-        "import sys, dosfs, dosfs.container, dosfs.container.backup, dosfs.fs.engine\n"
+        "import sys, dosfs, dosfs.container, dosfs.container.backup, dosfs.engine\n"
         "import dosfs.remote.engine, dosfs.remote.push, dosfs.remote.pull, dosfs.remote.status\n"
         "from dosfs import Container\n"
         "bad = [m for m in ('pyfuse3', 'trio') if m in sys.modules]\n"
@@ -77,6 +77,22 @@ def test_no_import_cycles_in_the_views_lazy_imports_included() -> None:
     """The two sources of node rows share dosfs/views/rows.py instead of importing each other
     (issue 20; the other packages follow as their circles go)."""
     _check_no_cycles(PACKAGE / "views", lazy=True)
+
+
+def test_the_engines_and_views_import_nothing_above_them() -> None:
+    """dosfs.container, dosfs.remote and dosfs.views (and the contract, dosfs.engine) import
+    neither the FUSE adapter nor the mount, the daemon or the CLI, lazy imports included: the
+    engines are peers below the adapter (issue 20)."""
+    above = ("dosfs.fs", "dosfs.mount", "dosfs.daemon", "dosfs.cli", "dosfs.options")
+    found = []
+    for sub in ("container", "remote", "views", "engine.py"):
+        for path in sorted((PACKAGE / sub).rglob("*.py") if sub != "engine.py"
+                           else [PACKAGE / sub]):
+            bad = sorted(m for m in _imports(path, lazy=True)
+                         if any(m == a or m.startswith(a + ".") for a in above))
+            if bad:
+                found.append(f"{path.relative_to(ROOT)}: {', '.join(bad)}")
+    assert not found, "\n".join(found)
 
 
 def _check_no_cycles(package: Path, lazy: bool) -> None:

@@ -1,7 +1,7 @@
 """The pyfuse3 adapter: maps FUSE requests onto the container engine (no storage logic here).
 
-`Operations` is imported lazily, so that `dosfs.fs.engine` (the engine contract) and the
-defaults can be imported without pyfuse3.
+`Operations` is imported lazily, so that the adapter's defaults (`dosfs.fs.limits`, read by
+the option parser) can be imported without pyfuse3.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ import trio
 from dosfs.container import verify as _verify
 from dosfs.container.errors import CorruptObject
 from dosfs.container.packstore import Unavailable
+from dosfs.engine import EngineLike, VerifierLike
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
-from dosfs.fs.engine import EngineLike, VerifierLike
 from dosfs.fs.errors import fuse_error
 from dosfs.fs.handles import HashDirHandle, ListingEntry, ReadHandle
 from dosfs.fs.inodes import (

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import pyfuse3
 import trio
 
-from dosfs.fs.engine import ObjectReaderLike, VerifierLike
+from dosfs.engine import ObjectReaderLike, VerifierLike
 from dosfs.fs.tree import DirNode, TreeNode
 from dosfs.fs.workers import Pending
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import pyfuse3
 
+from dosfs.engine import EngineLike, ObjectReaderLike
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import FIXED_TIMEOUT, INCOMING_TIMEOUT, AttrBuilder
-from dosfs.fs.engine import EngineLike, ObjectReaderLike
 from dosfs.fs.errors import fuse_error
 from dosfs.fs.handles import TreeDirHandle, WriteHandle
 from dosfs.fs.incoming_file import FileState, IncomingFile

@@ -18,7 +18,7 @@ from enum import StrEnum
 import pyfuse3
 import trio
 
-from dosfs.fs.engine import StagedObjectLike
+from dosfs.engine import StagedObjectLike
 from dosfs.fs.errors import errno_for, fuse_error
 from dosfs.fs.offload import Offload
 from dosfs.fs.tree import LinkNode, TreeNode

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dosfs.container.packstore import WouldBlock, deadline, local_only
-from dosfs.fs.engine import ObjectReaderLike
+from dosfs.engine import ObjectReaderLike
 from dosfs.fs.workers import Pending, WorkerPool
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """The pyfuse3 ``Operations`` of a dosfs mount: a thin dispatcher over the namespaces.
 
 An adapter only (no storage logic): every byte comes from the engine (``dosfs.Container`` or
-anything with the same shape, see ``dosfs.fs.engine``). Each handler is behind ``boundary``
+anything with the same shape, see ``dosfs.engine``). Each handler is behind ``boundary``
 (only FUSEError escapes; errno from one table), finds the inode or handle, and hands the request
 to the namespace it belongs to: the root (two fixed folders), ``by-hash/`` (byhash.ByHash) or
 ``incoming/`` (incoming.Incoming). What runs on worker threads is decided in offload.py.
@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 
 import pyfuse3
 
+from dosfs.engine import EngineLike
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import FIXED_TIMEOUT, AttrBuilder
 from dosfs.fs.byhash import XATTR_PREFIX, ByHash, cursor_id
-from dosfs.fs.engine import EngineLike
 from dosfs.fs.errors import boundary, fuse_error, never_raises
 from dosfs.fs.handles import (
     HandleTable,

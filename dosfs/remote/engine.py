@@ -1,4 +1,4 @@
-"""The engine behind `dosfs mount s3://…`: the mount's engine contract (dosfs.fs.engine) over
+"""The engine behind `dosfs mount s3://…`: the mount's engine contract (dosfs.engine) over
 the newest published generation, read-only.
 
 Why generations are swapped whole: a reader must see one generation, never a mix, so each new
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dosfs.container.errors import ModificationNotAllowed
 from dosfs.container.meta import ObjectMeta
-from dosfs.fs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
+from dosfs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
 from dosfs.remote.cache import ExtentCache
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head

@@ -249,7 +249,7 @@ class FakeEngine:
 
 
 if TYPE_CHECKING:  # mypy (pyproject's `files`) holds the fake to the engine contract
-    from dosfs.fs.engine import EngineLike
+    from dosfs.engine import EngineLike
 
     def _conforms(engine: FakeEngine) -> EngineLike:
         return engine

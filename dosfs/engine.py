@@ -1,8 +1,11 @@
 """The engine contract: what the FUSE adapter relies on, as structural types.
 
 Why a Protocol and not ``dosfs.Container`` itself: the adapter is tested against a fake engine
-(exact failures on demand), and this file is the written-down contract both must satisfy; mypy
-checks ``Container`` against ``EngineLike`` where the mount opens one (mount.open_container).
+(exact failures on demand), the s3 mount serves a remote engine (dosfs.remote.engine), and this
+file is the written-down contract all of them satisfy; mypy checks ``Container`` against
+``EngineLike`` where the mount opens one (mount.open_container) and the fake engine in its tests.
+It sits below the engines and the adapter (it imports only the engine's result types), so the
+remote tier needs nothing of dosfs.fs.
 Results are the engine's own types (``ObjectMeta``), never dicts.
 """
 
