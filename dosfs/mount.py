@@ -205,10 +205,14 @@ def mount(
     Foreground: serve until unmounted or signalled. Background: start the daemon and wait
     for its readiness report.
     """
+    debug = debug or opts.debug
     if is_remote(container):
         if opts.rw_given:
             raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
         opts.read_only = True
+        # endpoint=, profile=, credentials_file= (fstab has no environment): for the checks
+        # here and the daemon, which inherits them
+        os.environ.update(opts.environment())
     if foreground:
         from dosfs.daemon import serve
 

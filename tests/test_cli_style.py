@@ -174,3 +174,49 @@ def test_systemd_unit_documentation_exists() -> None:
         assert (root / "docs" / path.name).is_file(), url  # the file scripts/setup installs
         if os.geteuid() == 0 and Path("/usr/local/bin/dosfs").exists():  # set up on this host
             assert path.is_file(), f"{url}: run scripts/setup"
+
+
+def test_mount_help_reads_cleanly() -> None:
+    from dosfs.options import OPTIONS_TABLE
+
+    text = dosfs("mount", "--help", env={"COLUMNS": "100"}).stdout
+    prose, _, rest = text.partition("\nOptions:\n")
+    assert "Options for -o" in rest
+    for line in prose.splitlines():
+        assert "  " not in line.strip(), line  # no runs of spaces inside the description
+    table = rest.split("Options for -o", 1)[1].split("\n\n")[0].splitlines()
+    starts = [line.strip().split("  ")[0] for line in table if line.startswith("  ")
+              and not line.startswith("    ")]
+    assert starts == [name for name, _ in OPTIONS_TABLE]  # one entry per row, none cut
+    ignored = " ".join(text.split("ignored", 1)[1].split("refused")[0].split())
+    assert "async, sync," in ignored and "x-systemd.*" in ignored
+
+
+def test_usage_lines_show_the_container_as_optional(tmp_path: Path) -> None:
+    for command in ("init", "add", "cat", "status", "pack", "clean", "validate", "repack",
+                    "delete", "backup", "mount", "push"):
+        usage = dosfs(command, "--help").stdout.splitlines()[0]
+        assert "[CONTAINER" in usage, usage
+    pull = dosfs("pull", "--help").stdout
+    assert "CONTAINER" not in pull and "DOSFS_CONTAINER" not in pull
+    proc = subprocess.run([*DOSFS, "status"], capture_output=True, text=True, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "DOSFS_CONTAINER"})
+    one_error_line(proc, 2, "missing CONTAINER (or set $DOSFS_CONTAINER)")
+
+
+def test_mount_options_of_fstab_and_fuse(tmp_path: Path, folder: Path) -> None:
+    nowhere = str(tmp_path / "no-such-mountpoint")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "allow_root"), 1,
+                   "allow_root is not supported", "allow_other")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "dirsync"), 1,
+                   "dirsync is not supported")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "debug=1"), 1,
+                   "debug takes no value")
+    # accepted: the next complaint is the mountpoint's (or the s3 options' on a local one)
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "debug,sync"), 1,
+                   "does not exist")
+    (tmp_path / "mp").mkdir()
+    one_error_line(dosfs("mount", str(folder), str(tmp_path / "mp"), "-o",
+                         "endpoint=http://127.0.0.1:1"), 1, "endpoint is only for s3://")
+    one_error_line(dosfs("mount", "s3://b/p", nowhere, "-o", "profile="), 1,
+                   "profile needs a value")

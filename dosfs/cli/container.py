@@ -161,7 +161,7 @@ def cat(args: tuple[str, ...], no_verify: bool) -> None:
 
 
 @click.command(epilog=ENV_HELP + " For s3:// URLs: " + AWS_HELP_SHORT)
-@click.argument("container", envvar=CONTAINER_ENV, metavar="CONTAINER|s3://BUCKET/PREFIX")
+@click.argument("container", envvar=CONTAINER_ENV, metavar="[CONTAINER|s3://BUCKET/PREFIX]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="s3:// only: seconds before one request to the server gives up.")

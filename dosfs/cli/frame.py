@@ -98,7 +98,11 @@ class DosfsGroup(click.Group):
             code = 1
         except click.UsageError as exc:
             hint = f"dosfs {command} --help" if command else "dosfs --help"
-            click.echo(f"dosfs: error: {exc.format_message()} (try '{hint}')", err=True)
+            message = exc.format_message()
+            if isinstance(exc, click.MissingParameter) and exc.param is not None \
+                    and exc.param.name == "container":
+                message = f"missing CONTAINER (or set ${CONTAINER_ENV})"
+            click.echo(f"dosfs: error: {message} (try '{hint}')", err=True)
             code = 2
         except click.ClickException as exc:
             if debug:
@@ -146,7 +150,8 @@ def setup_logging(debug: bool, log_file: Path | None) -> None:
 # -- arguments ------------------------------------------------------------------------------------
 #: CONTAINER as a positional argument, or $DOSFS_CONTAINER
 container_argument = click.argument(
-    "container", envvar=CONTAINER_ENV, type=click.Path(file_okay=False, path_type=Path)
+    "container", envvar=CONTAINER_ENV, metavar="[CONTAINER]",
+    type=click.Path(file_okay=False, path_type=Path),
 )
 
 

@@ -17,20 +17,26 @@ def register(main: click.Group) -> None:
         main.add_command(command)
 
 
-def _options_help() -> str:
-    from dosfs.options import OPTIONS_HELP
+class _MountCommand(click.Command):
+    """`dosfs mount`: its help ends with the table of -o options."""
 
-    return str(OPTIONS_HELP)
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from dosfs.options import OPTIONS_TABLE
+
+        super().format_options(ctx, formatter)
+        with formatter.section("Options for -o (comma-separated, -o may be repeated)"):
+            formatter.write_dl(OPTIONS_TABLE)
 
 
 @click.command(
+    cls=_MountCommand,
     epilog=f"CONTAINER may be omitted when ${CONTAINER_ENV} is set. mount(8) and /etc/fstab run "
     "`dosfs CONTAINER MOUNTPOINT -o OPTS` (type fuse.dosfs), which is this command.",
     context_settings={"ignore_unknown_options": False},
 )
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] MOUNTPOINT")
 @click.option("-o", "options", multiple=True, metavar="OPTS",
-              help="Comma-separated mount options: " + "see below.")
+              help="Comma-separated mount options: see below.")
 @click.option("--aiida-db", "aiida_db", metavar="PATH",
               help="An AiiDA profile's database.sqlite, or its PostgreSQL URL "
               "(postgresql://user:pw@host:port/db): its nodes' files under nodes/ "
@@ -79,11 +85,6 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
         if ready_fd is not None:  # the daemon of a background mount: the waiting parent prints it
             sys.exit(1)
         raise click.ClickException(str(exc)) from None
-
-
-mount.help = (mount.help or "") + "\n\n\b\nOptions for -o:\n" + "\n".join(
-    f"  {line}" for line in _options_help().split("; ")
-)
 
 
 @click.command()

@@ -12,11 +12,11 @@ import click
 
 from dosfs.cli.frame import CONTAINER_ENV, ENV_HELP, emit_json, human, open_container
 
-AWS_HELP = (
+AWS_HELP_PULL = (
     "S3 endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-    "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI. "
-    + ENV_HELP
+    "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI."
 )
+AWS_HELP = AWS_HELP_PULL + " " + ENV_HELP
 
 
 class UploadBar:
@@ -85,7 +85,7 @@ def push(args: tuple[str, ...], timeout: float, force: bool, as_json: bool) -> N
                f"{report.skipped_segments} segment(s) already there")
 
 
-@click.command(epilog=AWS_HELP)
+@click.command(epilog=AWS_HELP_PULL)
 @click.argument("target", metavar="s3://BUCKET/PREFIX")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
