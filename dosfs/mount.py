@@ -12,6 +12,7 @@ trio, so its own errors (a missing pyfuse3 among them) reach the user.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -306,6 +307,15 @@ def daemon_pids(mountpoint: Path) -> list[int]:
         if b"mount" in argv and b"--foreground" in argv and argv[-1] == target:
             pids.append(int(entry.name))
     return pids
+
+
+def daemon_died(mountpoint: str | os.PathLike[str]) -> bool:
+    """Is `mountpoint` a FUSE mount whose daemon is gone (every request: ENOTCONN)?"""
+    try:
+        os.statvfs(mountpoint)  # stat() of the root may be answered from the kernel's cache
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def mounts_of(container: str | os.PathLike[str]) -> list[str]:

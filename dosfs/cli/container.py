@@ -191,6 +191,9 @@ def status(container: str, as_json: bool, timeout: float) -> None:
         "busy": c.lock.holder() if c.lock.is_held_elsewhere() else None,
         "mounted_at": _mounted_at(c.folder),
     }
+    from dosfs.mount import daemon_died
+
+    info["dead_mounts"] = [p for p in info["mounted_at"] if daemon_died(p)]
     if as_json:
         emit_json(info)
         return
@@ -208,7 +211,9 @@ def status(container: str, as_json: bool, timeout: float) -> None:
     if info["busy"]:
         click.echo(f"busy        {info['busy']}")
     for point in info["mounted_at"]:
-        click.echo(f"mounted at  {point}")
+        dead = point in info["dead_mounts"]
+        click.echo(f"mounted at  {point}" + (f" (its daemon has died: dosfs umount {point}, "
+                                              "then mount again)" if dead else ""))
 
 
 @click.command(epilog=ENV_HELP)

@@ -177,6 +177,10 @@ def open_container(folder: Path, *, check_index: bool = False) -> Any:
     from dosfs.container.errors import InvalidContainer, NotInitialised
 
     path = Path(os.path.abspath(folder))
+    from dosfs.mount import daemon_died
+
+    if daemon_died(path):
+        raise click.ClickException(dead_mount_message(path))
     if not path.exists():
         raise click.ClickException(
             f"no container at {path}: the folder does not exist (create one: dosfs init {path})"
@@ -189,6 +193,11 @@ def open_container(folder: Path, *, check_index: bool = False) -> Any:
     except (NotInitialised, InvalidContainer) as exc:
         raise click.ClickException(str(exc)) from None
     return c
+
+
+def dead_mount_message(mountpoint: Path | str) -> str:
+    return (f"the dosfs daemon of {mountpoint} has died (the mount is left without it): "
+            f"unmount with `dosfs umount {mountpoint}`, then mount again")
 
 
 # -- output ---------------------------------------------------------------------------------------

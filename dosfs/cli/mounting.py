@@ -101,26 +101,51 @@ def umount(mountpoint: Path, lazy: bool) -> None:
 
 
 @click.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="The raw JSON the daemon answers.")
-@click.option("--watch", type=float, default=None, is_flag=False, flag_value=2.0,
-              metavar="SECONDS", help="Refresh every SECONDS (default 2) until interrupted.")
-def stats(mountpoint: Path, as_json: bool, watch: float | None) -> None:
+@click.option("--watch", is_flag=False, flag_value="2", default=None, metavar="[SECONDS]",
+              help="Refresh every SECONDS (default 2) with rates over the last interval, until "
+              "Ctrl-C.")
+def stats(mountpoint: Path | None, as_json: bool, watch: str | None) -> None:
     """Live statistics of a mount: requests, bytes, commits, errors and latencies per
-    operation (the xattr user.dosfs.stats of MOUNTPOINT)."""
+    operation, with rates per second (the xattr user.dosfs.stats of MOUNTPOINT)."""
     from dosfs.cli.statsview import read_stats, render
 
-    while True:
-        data = read_stats(mountpoint)
-        if as_json:
-            emit_json(data)
-        else:
-            if watch is not None and sys.stdout.isatty():
-                click.clear()
-            click.echo(render(data))
-        if watch is None:
-            return
-        time.sleep(watch)
+    if mountpoint is None and watch is not None and not _is_number(watch):
+        mountpoint, watch = Path(watch), "2"  # `stats --watch MP`: the default interval
+    if mountpoint is None:
+        raise click.UsageError("missing MOUNTPOINT")
+    interval = None if watch is None else _interval(watch)
+    before = None
+    try:
+        while True:
+            data = read_stats(mountpoint)
+            if as_json:
+                emit_json(data)
+            else:
+                if interval is not None and sys.stdout.isatty():
+                    click.clear()
+                click.echo(render(data, before))
+            if interval is None:
+                return
+            before = data
+            time.sleep(interval)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch: what it is for, not an error
+        return
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _interval(text: str) -> float:
+    if not _is_number(text) or not float(text) > 0:
+        raise click.UsageError(f"--watch needs a positive number of seconds, got {text!r}")
+    return float(text)
 
 
 VIEWS_HELP = """\b

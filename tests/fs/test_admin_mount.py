@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -334,3 +335,44 @@ def test_read_only_mount_of_a_read_only_container(
             m.unmount()
     finally:
         subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+def test_stats_watch_shows_rates_and_ends_quietly_on_ctrl_c(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder)
+    shown = subprocess.run([*DOSFS, "stats", str(m.path)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "rates (mean since the mount)" in shown and "per s" in shown
+    assert "bytes read" not in shown and " B read" in shown  # human sizes, as elsewhere
+    for args in (["--watch", "0.3", str(m.path)], ["--watch", str(m.path)]):
+        proc = subprocess.Popen([*DOSFS, "stats", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        for key in objects:
+            (m.by_hash / key).read_bytes()
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and err == "", (proc.returncode, err)
+        assert "rates (last " in out and "/s read" in out, out
+
+
+def test_stats_and_status_say_the_daemon_died(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, f"fsname={folder}")  # the mount table's source: how status finds it dead
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=20)
+    m.expect_errors = True
+    for command in ("stats", "status"):
+        proc = subprocess.run([*DOSFS, command, str(m.path)], capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "daemon of" in lines[0] and "has died" in lines[0], lines
+    proc = subprocess.run([*DOSFS, "status", str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "its daemon has died" in proc.stdout, proc
+    subprocess.run([*DOSFS, "umount", str(m.path)], check=True, capture_output=True)
+    assert not os.path.ismount(m.path)
