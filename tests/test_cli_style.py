@@ -53,7 +53,14 @@ def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, folder: Path) -> 
 def test_messages_speak_the_cli(tmp_path: Path, folder: Path) -> None:
     one_error_line(dosfs("status", str(tmp_path / "nothing")), 1, "no container at",
                    "dosfs init")
-    one_error_line(dosfs("init", str(folder)), 1, "already a container")
+    again = dosfs("init", str(folder))  # idempotent: the same container stays
+    assert again.returncode == 0 and "already container" in again.stdout, again
+    one_error_line(dosfs("init", str(folder), "--hash-type", "sha1"), 1,
+                   "already a container with another configuration", "hash-type sha256",
+                   "nothing was changed")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_bytes(b"")
+    one_error_line(dosfs("init", str(tmp_path / "full")), 1, "not empty")
     one_error_line(dosfs("init", str(tmp_path / "deep" / "er" / "c")), 1,
                    "parent folder", "does not exist")
     assert not (tmp_path / "deep").exists()
