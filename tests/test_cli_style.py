@@ -227,3 +227,25 @@ def test_mount_options_of_fstab_and_fuse(tmp_path: Path, folder: Path) -> None:
                          "endpoint=http://127.0.0.1:1"), 1, "endpoint is only for s3://")
     one_error_line(dosfs("mount", "s3://b/p", nowhere, "-o", "profile="), 1,
                    "profile needs a value")
+
+
+def test_an_empty_stage_ends_at_100_percent(folder: Path) -> None:
+    import pty
+
+    for command in ("validate", "pack"):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen([*DOSFS, command, str(folder)], stdout=secondary,
+                                stderr=secondary, stdin=subprocess.DEVNULL)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(primary)
+        assert proc.wait(timeout=60) == 0
+        assert b"%" in seen and seen.rsplit(b"%", 1)[0].endswith(b"100"), (command, seen)

@@ -147,6 +147,7 @@ def add(args: tuple[str, ...], to_pack: bool, compress: str | None, as_json: boo
             for item in lazy:
                 with item as stream:
                     keys.append(c.add_streamed_object(stream))
+        progress("close", None)
     finally:
         progress.close()
     if as_json:

@@ -221,7 +221,9 @@ class Progress:
             self._bar.__enter__()
         elif action == "update" and self._bar is not None:
             self._bar.update(int(value or 1))
-        elif action == "close":
+        elif action == "close":  # the stage is done: its bar shows 100% even when it was empty
+            if self._bar is not None and self._bar.pos < self._bar.length:
+                self._bar.update(self._bar.length - self._bar.pos)
             self.close()
 
     def close(self) -> None:
