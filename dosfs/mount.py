@@ -221,6 +221,8 @@ def mount(
         return
     check_fuse()
     mp = check_mountpoint(mountpoint)
+    check_log_file(log_file)
+    container_id = ""
     if is_remote(container):
         check_remote(str(container), opts)
         source = str(container)
@@ -228,9 +230,29 @@ def mount(
         if opts.remote_options():
             raise MountError(f"mount option {opts.remote_options()[0]} is only for s3:// "
                              "containers")
-        open_container(Path(container)).close()
+        local = open_container(Path(container))
+        container_id = str(local.container_id)
+        local.close()
         source = os.path.abspath(container)
+    if opts.aiida_db:  # here, so that its errors are one line before anything starts
+        from dosfs.daemon import open_views
+
+        views = open_views(opts.aiida_db, container_id)
+        if views is not None:
+            views.close()
     _spawn_daemon(source, mp, opts, debug=debug, log_file=log_file)
+
+
+def check_log_file(log_file: Path | None) -> None:
+    """--log-file must be writable before the daemon starts (it logs there from its first
+    line, where nobody would read the error)."""
+    if log_file is None:
+        return
+    try:
+        with open(log_file, "a"):
+            pass
+    except OSError as exc:
+        raise MountError(f"cannot write the log file {log_file}: {exc.strerror}") from None
 
 
 def _spawn_daemon(

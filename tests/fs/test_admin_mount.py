@@ -376,3 +376,45 @@ def test_stats_and_status_say_the_daemon_died(
     assert proc.returncode == 0 and "its daemon has died" in proc.stdout, proc
     subprocess.run([*DOSFS, "umount", str(m.path)], check=True, capture_output=True)
     assert not os.path.ismount(m.path)
+
+
+def test_debug_logs_every_error_answered(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, "debug", background=True)  # -o debug: as --debug (fstab has no flags)
+    assert not (m.by_hash / ("0" * 64)).exists()
+    with pytest.raises(OSError):
+        (m.path / "by-hash" / "new").write_bytes(b"refused")
+    text = m.log_text()
+    assert "DEBUG" in text and "lookup(" in text and "-> ENOENT" in text, text
+    assert "-> EROFS" in text or "-> EACCES" in text, text
+
+
+def test_what_the_daemon_would_fail_on_is_one_line_before_it_starts(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, fuse: None
+) -> None:
+    import socket
+
+    folder, _ = filled
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    proc = subprocess.run([*DOSFS, "mount", str(folder), str(mp), "--log-file",
+                           str(tmp_path / "no-such-folder" / "log")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and not os.path.ismount(mp)
+    assert proc.stderr.strip().splitlines() == [
+        f"dosfs: error: cannot write the log file {tmp_path}/no-such-folder/log: "
+        "No such file or directory"]
+    pytest.importorskip("psycopg")
+    with socket.socket() as silent:  # a "PostgreSQL server" that never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://u:p@127.0.0.1:{silent.getsockname()[1]}/db"
+        started = time.monotonic()
+        proc = subprocess.run([*DOSFS, "mount", str(folder), str(mp), "--aiida-db", url],
+                              capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 20 and not os.path.ismount(mp)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"dosfs: error: cannot open the AiiDA database {url}: "), lines
