@@ -249,3 +249,16 @@ def test_an_empty_stage_ends_at_100_percent(folder: Path) -> None:
         os.close(primary)
         assert proc.wait(timeout=60) == 0
         assert b"%" in seen and seen.rsplit(b"%", 1)[0].endswith(b"100"), (command, seen)
+
+
+def test_dostore_verbs_get_a_hint() -> None:
+    one_error_line(dosfs("optimize"), 2, "dosfs pack --compress yes", "dosfs clean --vacuum")
+    one_error_line(dosfs("create", "somewhere"), 2, "dosfs init")
+    one_error_line(dosfs("add-files", "f"), 2, "dosfs add")
+
+
+def test_shell_completion_as_documented() -> None:
+    proc = dosfs("status", env={"_DOSFS_COMPLETE": "bash_source"})
+    assert proc.returncode == 0 and "_dosfs_completion" in proc.stdout, proc.stderr
+    root = Path(__file__).resolve().parent.parent
+    assert "_DOSFS_COMPLETE=bash_source dosfs" in (root / "docs" / "operations.md").read_text()

@@ -65,8 +65,26 @@ def _command_index(args: Sequence[str]) -> int:
     return i
 
 
+#: dostore's (disk-objectstore's CLI) verbs that dosfs spells differently: the hint they get
+DOSTORE_VERBS = {
+    "optimize": "dostore's optimize is `dosfs pack --compress yes` (packs, then removes the "
+                "loose copies) followed by `dosfs clean --vacuum`",
+    "create": "dostore's create is `dosfs init`",
+    "add-files": "dostore's add-files is `dosfs add`",
+}
+
+
 class DosfsGroup(click.Group):
     """The `dosfs` group: the error boundary, global options anywhere, mount(8)'s form."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name not in self.commands and name in DOSTORE_VERBS:
+            raise click.UsageError(f"no command {name!r}: {DOSTORE_VERBS[name]} "
+                                   "(docs/compat.md has the whole table)")
+        return super().resolve_command(ctx, args)
 
     def main(
         self,
