@@ -418,3 +418,19 @@ def test_what_the_daemon_would_fail_on_is_one_line_before_it_starts(
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"dosfs: error: cannot open the AiiDA database {url}: "), lines
+
+
+def test_umount_after_verified_reads_is_prompt(
+    make_container: Callable[..., Path], mount: Callable[..., Mounted]
+) -> None:
+    """The hash helper process is told to stop at exit (it used to hold the daemon 10 s)."""
+    folder = make_container()
+    blob = os.urandom(3 * 1024 * 1024)  # over SMALL_VERIFY: verified by the helper process
+    with Container(folder) as c:
+        key = c.add_objects_to_pack([blob])[0]
+    m = mount(folder, background=True)
+    assert (m.by_hash / key).read_bytes() == blob
+    started = time.monotonic()
+    subprocess.run([*DOSFS, "umount", str(m.path)], check=True, capture_output=True, timeout=60)
+    assert time.monotonic() - started < 5
+    assert not m.pids()
