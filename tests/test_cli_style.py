@@ -262,3 +262,21 @@ def test_shell_completion_as_documented() -> None:
     assert proc.returncode == 0 and "_dosfs_completion" in proc.stdout, proc.stderr
     root = Path(__file__).resolve().parent.parent
     assert "_DOSFS_COMPLETE=bash_source dosfs" in (root / "docs" / "operations.md").read_text()
+
+
+def test_the_man_page_is_generated_from_the_cli_and_current() -> None:
+    import shutil
+
+    from dosfs.cli.manpage import render
+
+    root = Path(__file__).resolve().parent.parent
+    page = render(main)
+    assert (root / "docs" / "dosfs.1").read_text() == page, "run scripts/manpage"
+    for command in ("init", "cat", "mount", "stats", "push", "pull", "backup"):
+        assert f".SS {command}\n" in page
+    assert "Options for -o" in page and "credentials_file=PATH" in page
+    if shutil.which("groff"):
+        proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(root / "docs" /
+                                                                           "dosfs.1")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr

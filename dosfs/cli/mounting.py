@@ -101,7 +101,7 @@ def umount(mountpoint: Path, lazy: bool) -> None:
 
 
 @click.command()
-@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.argument("mountpoint", required=False, metavar="MOUNTPOINT", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="The raw JSON the daemon answers.")
 @click.option("--watch", is_flag=False, flag_value="2", default=None, metavar="[SECONDS]",
               help="Refresh every SECONDS (default 2) with rates over the last interval, until "
