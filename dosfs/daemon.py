@@ -143,7 +143,7 @@ def serve(
         check_fuse()
         mp = check_mountpoint(mountpoint)
         engine = open_engine(container, opts)
-        views = _open_views(opts.aiida_db, str(getattr(engine, "container_id", "")))
+        views = open_views(opts.aiida_db, str(getattr(engine, "container_id", "")))
     except MountError as exc:
         reporter.error(str(exc))
         raise
@@ -213,7 +213,7 @@ def serve(
         log.info("unmounted %s", mp)
 
 
-def _open_views(spec: str | None, container_id: str) -> Source | None:
+def open_views(spec: str | None, container_id: str) -> Source | None:
     """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong:
     also when the profile's repository is another container (its node folders would look
     empty: none of their objects is here)."""

@@ -12,6 +12,7 @@ trio, so its own errors (a missing pyfuse3 among them) reach the user.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -205,10 +206,14 @@ def mount(
     Foreground: serve until unmounted or signalled. Background: start the daemon and wait
     for its readiness report.
     """
+    debug = debug or opts.debug
     if is_remote(container):
         if opts.rw_given:
             raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
         opts.read_only = True
+        # endpoint=, profile=, credentials_file= (fstab has no environment): for the checks
+        # here and the daemon, which inherits them
+        os.environ.update(opts.environment())
     if foreground:
         from dosfs.daemon import serve
 
@@ -216,6 +221,8 @@ def mount(
         return
     check_fuse()
     mp = check_mountpoint(mountpoint)
+    check_log_file(log_file)
+    container_id = ""
     if is_remote(container):
         check_remote(str(container), opts)
         source = str(container)
@@ -223,9 +230,29 @@ def mount(
         if opts.remote_options():
             raise MountError(f"mount option {opts.remote_options()[0]} is only for s3:// "
                              "containers")
-        open_container(Path(container)).close()
+        local = open_container(Path(container))
+        container_id = str(local.container_id)
+        local.close()
         source = os.path.abspath(container)
+    if opts.aiida_db:  # here, so that its errors are one line before anything starts
+        from dosfs.daemon import open_views
+
+        views = open_views(opts.aiida_db, container_id)
+        if views is not None:
+            views.close()
     _spawn_daemon(source, mp, opts, debug=debug, log_file=log_file)
+
+
+def check_log_file(log_file: Path | None) -> None:
+    """--log-file must be writable before the daemon starts (it logs there from its first
+    line, where nobody would read the error)."""
+    if log_file is None:
+        return
+    try:
+        with open(log_file, "a"):
+            pass
+    except OSError as exc:
+        raise MountError(f"cannot write the log file {log_file}: {exc.strerror}") from None
 
 
 def _spawn_daemon(
@@ -302,6 +329,15 @@ def daemon_pids(mountpoint: Path) -> list[int]:
         if b"mount" in argv and b"--foreground" in argv and argv[-1] == target:
             pids.append(int(entry.name))
     return pids
+
+
+def daemon_died(mountpoint: str | os.PathLike[str]) -> bool:
+    """Is `mountpoint` a FUSE mount whose daemon is gone (every request: ENOTCONN)?"""
+    try:
+        os.statvfs(mountpoint)  # stat() of the root may be answered from the kernel's cache
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def mounts_of(container: str | os.PathLike[str]) -> list[str]:

@@ -24,31 +24,52 @@ DEFAULT_TIMEOUT = 30.0
 #: Kernel readahead set on the mount after mounting (KiB): 1 MiB read requests instead of 128 KiB.
 DEFAULT_READAHEAD_KB = 1024
 
-OPTIONS_HELP = "; ".join([
-    "ro / rw: incoming/ read-only or writable (default rw)",
-    "allow_other: other users may use the mount (with default_permissions, always on)",
-    "auto_unmount: the kernel unmounts if the daemon dies",
-    "uid=N, gid=N, umask=OCTAL: owner and permission bits the mount shows",
-    "nosuid, nodev, noexec, noatime: passed to the kernel",
-    "verify=on|off: hash every object before serving it in full (default on)",
-    "nolisting: by-hash/ cannot be listed",
-    "max_names=N: names kept in incoming/",
-    "max_inodes=N: loose-object inodes kept for the kernel",
-    "readahead_kb=N: kernel readahead (0: the kernel default)",
-    "workers=N: worker threads",
-    "fsname=NAME: the source shown in the mount table",
-    "s3:// containers only: cache_dir=PATH (default ~/.cache/dosfs/...), cache_size=SIZE "
-    "(default 1GiB), refresh=SECONDS (look for a new generation; default 60, 0: never), "
-    "timeout=SECONDS (a read that needs the server is EIO once this long has passed, "
-    "retries included; default 30)",
-    "aiida_db=PATH: an AiiDA profile's database.sqlite: its nodes' files under nodes/ "
-    "(also --aiida-db; see dosfs views)",
-    "ignored: defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, dev, "
-    "exec, atime, relatime, async, x-systemd.*, x-*, comment=",
-])
+#: `dosfs mount --help`'s table of -o options: (option, what it does)
+OPTIONS_TABLE: list[tuple[str, str]] = [
+    ("ro, rw", "incoming/ read-only or writable (default rw)"),
+    ("allow_other", "other users may use the mount (with default_permissions, always on)"),
+    ("auto_unmount", "the kernel unmounts if the daemon dies"),
+    ("uid=N, gid=N, umask=OCTAL", "owner and permission bits the mount shows"),
+    ("nosuid, nodev, noexec, noatime", "passed to the kernel"),
+    ("verify=on|off", "hash every object before serving it in full (default on)"),
+    ("nolisting", "by-hash/ cannot be listed"),
+    ("max_names=N", "names kept in incoming/"),
+    ("max_inodes=N", "loose-object inodes kept for the kernel"),
+    ("readahead_kb=N", "kernel readahead (0: the kernel default)"),
+    ("workers=N", "worker threads"),
+    ("fsname=NAME", "the source shown in the mount table"),
+    ("debug", "debug logging in the daemon's log (as --debug)"),
+    ("aiida_db=PATH", "an AiiDA profile's database.sqlite: its nodes' files under nodes/ "
+     "(also --aiida-db; see dosfs views)"),
+    ("cache_dir=PATH", "s3:// only: the extent cache (default ~/.cache/dosfs/...)"),
+    ("cache_size=SIZE", "s3:// only: the extent cache's size (default 1GiB)"),
+    ("refresh=SECONDS", "s3:// only: look for a new generation this often (default 60; "
+     "0: never)"),
+    ("timeout=SECONDS", "s3:// only: a read that needs the server is EIO once this long has "
+     "passed, retries included (default 30)"),
+    ("endpoint=URL", "s3:// only: the S3 endpoint (as AWS_ENDPOINT_URL)"),
+    ("profile=NAME", "s3:// only: the AWS profile (as AWS_PROFILE)"),
+    ("credentials_file=PATH", "s3:// only: the AWS credentials file (as "
+     "AWS_SHARED_CREDENTIALS_FILE)"),
+    ("ignored", "defaults, auto, noauto, _netdev, nofail, user, users, nouser, owner, suid, "
+     "dev, exec, atime, relatime, async, sync, x-systemd.*, x-*, comment= (for mount(8), "
+     "fstab and systemd)"),
+    ("refused", "allow_root (use allow_other), dirsync (incoming/'s names live in memory only)"),
+]
+
+OPTIONS_HELP = "; ".join(f"{name}: {text}" for name, text in OPTIONS_TABLE)
+
+#: -o options that set the S3 client's environment for an s3:// mount (fstab has no environment)
+REMOTE_ENV_OPTIONS = {"endpoint": "AWS_ENDPOINT_URL", "profile": "AWS_PROFILE",
+                      "credentials_file": "AWS_SHARED_CREDENTIALS_FILE"}
 
 _IGNORED = {"defaults", "auto", "noauto", "_netdev", "nofail", "user", "users", "nouser",
             "owner", "suid", "dev", "exec", "atime", "relatime", "async", "sync"}
+_REFUSED = {
+    "allow_root": "use allow_other (dosfs checks permissions itself, default_permissions)",
+    "dirsync": "incoming/'s names live in the mount's memory only, there is nothing to sync "
+               "(docs/semantics.md); drop it",
+}
 _KERNEL_FLAGS = ("nosuid", "nodev", "noexec")
 
 
@@ -80,6 +101,9 @@ class MountOptions:
     cache_size: int = DEFAULT_CACHE_SIZE
     refresh: float = DEFAULT_REFRESH
     timeout: float = DEFAULT_TIMEOUT
+    #: endpoint=, profile=, credentials_file= (REMOTE_ENV_OPTIONS), as given
+    remote_env: dict[str, str] = field(default_factory=dict)
+    debug: bool = False
 
     def remote_options(self) -> list[str]:
         """The s3-only options given (for the error when the container is local)."""
@@ -87,7 +111,12 @@ class MountOptions:
             ("cache_dir", self.cache_dir is not None),
             ("cache_size", self.cache_size != DEFAULT_CACHE_SIZE),
             ("refresh", self.refresh != DEFAULT_REFRESH),
-            ("timeout", self.timeout != DEFAULT_TIMEOUT)) if given]
+            ("timeout", self.timeout != DEFAULT_TIMEOUT),
+            *((name, name in self.remote_env) for name in REMOTE_ENV_OPTIONS)) if given]
+
+    def environment(self) -> dict[str, str]:
+        """The AWS variables endpoint=, profile= and credentials_file= stand for."""
+        return {REMOTE_ENV_OPTIONS[name]: value for name, value in self.remote_env.items()}
 
     def to_args(self) -> str:
         """The same options as one ``-o`` string (handed to the daemon process)."""
@@ -112,8 +141,12 @@ class MountOptions:
         if self.cache_dir is not None:
             parts.append(f"cache_dir={self.cache_dir}")
         for name in self.remote_options():
-            if name != "cache_dir":
+            if name in self.remote_env:
+                parts.append(f"{name}={self.remote_env[name]}")
+            elif name != "cache_dir":
                 parts.append(f"{name}={getattr(self, name)}")
+        if self.debug:
+            parts.append("debug")
         return ",".join(parts)
 
 
@@ -208,6 +241,18 @@ def parse_options(values: Iterable[str]) -> MountOptions:
                 if not arg or "," in arg:
                     raise MountError("mount option aiida_db needs a path without commas")
                 opts.aiida_db = arg
+            elif key in REMOTE_ENV_OPTIONS:
+                if not arg:
+                    raise MountError(f"mount option {key} needs a value")
+                if key == "credentials_file":
+                    arg = os.path.abspath(os.path.expanduser(arg))
+                opts.remote_env[key] = arg
+            elif key == "debug":
+                if eq:
+                    raise MountError("mount option debug takes no value")
+                opts.debug = True
+            elif key in _REFUSED:
+                raise MountError(f"mount option {key} is not supported: {_REFUSED[key]}")
             elif key == "fsname":
                 if not arg or "," in arg:
                     raise MountError("mount option fsname needs a name without commas")

@@ -53,7 +53,14 @@ def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, folder: Path) -> 
 def test_messages_speak_the_cli(tmp_path: Path, folder: Path) -> None:
     one_error_line(dosfs("status", str(tmp_path / "nothing")), 1, "no container at",
                    "dosfs init")
-    one_error_line(dosfs("init", str(folder)), 1, "already a container")
+    again = dosfs("init", str(folder))  # idempotent: the same container stays
+    assert again.returncode == 0 and "already container" in again.stdout, again
+    one_error_line(dosfs("init", str(folder), "--hash-type", "sha1"), 1,
+                   "already a container with another configuration", "hash-type sha256",
+                   "nothing was changed")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_bytes(b"")
+    one_error_line(dosfs("init", str(tmp_path / "full")), 1, "not empty")
     one_error_line(dosfs("init", str(tmp_path / "deep" / "er" / "c")), 1,
                    "parent folder", "does not exist")
     assert not (tmp_path / "deep").exists()
@@ -174,3 +181,102 @@ def test_systemd_unit_documentation_exists() -> None:
         assert (root / "docs" / path.name).is_file(), url  # the file scripts/setup installs
         if os.geteuid() == 0 and Path("/usr/local/bin/dosfs").exists():  # set up on this host
             assert path.is_file(), f"{url}: run scripts/setup"
+
+
+def test_mount_help_reads_cleanly() -> None:
+    from dosfs.options import OPTIONS_TABLE
+
+    text = dosfs("mount", "--help", env={"COLUMNS": "100"}).stdout
+    prose, _, rest = text.partition("\nOptions:\n")
+    assert "Options for -o" in rest
+    for line in prose.splitlines():
+        assert "  " not in line.strip(), line  # no runs of spaces inside the description
+    table = rest.split("Options for -o", 1)[1].split("\n\n")[0].splitlines()
+    starts = [line.strip().split("  ")[0] for line in table if line.startswith("  ")
+              and not line.startswith("    ")]
+    assert starts == [name for name, _ in OPTIONS_TABLE]  # one entry per row, none cut
+    ignored = " ".join(text.split("ignored", 1)[1].split("refused")[0].split())
+    assert "async, sync," in ignored and "x-systemd.*" in ignored
+
+
+def test_usage_lines_show_the_container_as_optional(tmp_path: Path) -> None:
+    for command in ("init", "add", "cat", "status", "pack", "clean", "validate", "repack",
+                    "delete", "backup", "mount", "push"):
+        usage = dosfs(command, "--help").stdout.splitlines()[0]
+        assert "[CONTAINER" in usage, usage
+    pull = dosfs("pull", "--help").stdout
+    assert "CONTAINER" not in pull and "DOSFS_CONTAINER" not in pull
+    proc = subprocess.run([*DOSFS, "status"], capture_output=True, text=True, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "DOSFS_CONTAINER"})
+    one_error_line(proc, 2, "missing CONTAINER (or set $DOSFS_CONTAINER)")
+
+
+def test_mount_options_of_fstab_and_fuse(tmp_path: Path, folder: Path) -> None:
+    nowhere = str(tmp_path / "no-such-mountpoint")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "allow_root"), 1,
+                   "allow_root is not supported", "allow_other")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "dirsync"), 1,
+                   "dirsync is not supported")
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "debug=1"), 1,
+                   "debug takes no value")
+    # accepted: the next complaint is the mountpoint's (or the s3 options' on a local one)
+    one_error_line(dosfs("mount", str(folder), nowhere, "-o", "debug,sync"), 1,
+                   "does not exist")
+    (tmp_path / "mp").mkdir()
+    one_error_line(dosfs("mount", str(folder), str(tmp_path / "mp"), "-o",
+                         "endpoint=http://127.0.0.1:1"), 1, "endpoint is only for s3://")
+    one_error_line(dosfs("mount", "s3://b/p", nowhere, "-o", "profile="), 1,
+                   "profile needs a value")
+
+
+def test_an_empty_stage_ends_at_100_percent(folder: Path) -> None:
+    import pty
+
+    for command in ("validate", "pack"):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen([*DOSFS, command, str(folder)], stdout=secondary,
+                                stderr=secondary, stdin=subprocess.DEVNULL)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(primary)
+        assert proc.wait(timeout=60) == 0
+        assert b"%" in seen and seen.rsplit(b"%", 1)[0].endswith(b"100"), (command, seen)
+
+
+def test_dostore_verbs_get_a_hint() -> None:
+    one_error_line(dosfs("optimize"), 2, "dosfs pack --compress yes", "dosfs clean --vacuum")
+    one_error_line(dosfs("create", "somewhere"), 2, "dosfs init")
+    one_error_line(dosfs("add-files", "f"), 2, "dosfs add")
+
+
+def test_shell_completion_as_documented() -> None:
+    proc = dosfs("status", env={"_DOSFS_COMPLETE": "bash_source"})
+    assert proc.returncode == 0 and "_dosfs_completion" in proc.stdout, proc.stderr
+    root = Path(__file__).resolve().parent.parent
+    assert "_DOSFS_COMPLETE=bash_source dosfs" in (root / "docs" / "operations.md").read_text()
+
+
+def test_the_man_page_is_generated_from_the_cli_and_current() -> None:
+    import shutil
+
+    from dosfs.cli.manpage import render
+
+    root = Path(__file__).resolve().parent.parent
+    page = render(main)
+    assert (root / "docs" / "dosfs.1").read_text() == page, "run scripts/manpage"
+    for command in ("init", "cat", "mount", "stats", "push", "pull", "backup"):
+        assert f".SS {command}\n" in page
+    assert "Options for -o" in page and "credentials_file=PATH" in page
+    if shutil.which("groff"):
+        proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(root / "docs" /
+                                                                           "dosfs.1")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr

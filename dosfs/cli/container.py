@@ -3,6 +3,7 @@ backup. Each parses, calls the engine (dosfs.container) and reports; `--json` wh
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -48,9 +49,15 @@ def _mounted_at(container: Path) -> list[str]:
               show_default=True, help="Hash that names the objects.")
 @click.option("--compression-algorithm", type=click.Choice(COMPRESSION_LEVELS),
               default="zlib+1", show_default=True, help="zlib level of compressed objects.")
-def init(container: Path, pack_size_target: int, loose_prefix_len: int, hash_type: str,
-         compression_algorithm: str) -> None:
-    """Create an empty container in CONTAINER (a new or empty folder whose parent exists)."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def init(ctx: click.Context, container: Path, pack_size_target: int, loose_prefix_len: int,
+         hash_type: str, compression_algorithm: str, as_json: bool) -> None:
+    """Create an empty container in CONTAINER (a new or empty folder whose parent exists).
+
+    Idempotent: on an existing container it changes nothing and exits 0, unless an option given
+    here differs from the container's configuration (exit 1).
+    """
     from dosfs import Container
 
     path = Path(os.path.abspath(container))
@@ -59,13 +66,32 @@ def init(container: Path, pack_size_target: int, loose_prefix_len: int, hash_typ
             f"cannot create {path}: its parent folder {path.parent} does not exist"
         )
     c = Container(path)
-    if c.is_initialised:
-        raise click.ClickException(f"{path} is already a container (nothing was changed)")
-    if path.exists() and any(path.iterdir()):
-        raise click.ClickException(f"{path} is not empty: init needs a new or empty folder")
-    c.init_container(pack_size_target=pack_size_target, loose_prefix_len=loose_prefix_len,
-                     hash_type=hash_type, compression_algorithm=compression_algorithm)
-    click.echo(f"initialised container {c.container_id} in {c.folder}")
+    wanted = {"pack_size_target": pack_size_target, "loose_prefix_len": loose_prefix_len,
+              "hash_type": hash_type, "compression_algorithm": compression_algorithm}
+    created = not c.is_initialised
+    if created:
+        if path.exists() and any(path.iterdir()):
+            raise click.ClickException(f"{path} is not empty: init needs a new or empty folder")
+        c.init_container(pack_size_target=pack_size_target, loose_prefix_len=loose_prefix_len,
+                         hash_type=hash_type, compression_algorithm=compression_algorithm)
+    else:
+        given = {name: value for name, value in wanted.items()
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+        have = {name: getattr(c.config, name) for name in wanted}
+        differ = [f"{name.replace('_', '-')} {have[name]} (not {value})"
+                  for name, value in given.items() if have[name] != value]
+        if differ:
+            raise click.ClickException(
+                f"{path} is already a container with another configuration: "
+                + ", ".join(differ) + " (nothing was changed)"
+            )
+    if as_json:
+        emit_json({"folder": str(c.folder), "container_id": c.container_id,
+                   "created": created, **{name: getattr(c.config, name) for name in wanted}})
+    elif created:
+        click.echo(f"initialised container {c.container_id} in {c.folder}")
+    else:
+        click.echo(f"{c.folder} is already container {c.container_id} (nothing was changed)")
 
 
 class _LazyFile:
@@ -121,6 +147,7 @@ def add(args: tuple[str, ...], to_pack: bool, compress: str | None, as_json: boo
             for item in lazy:
                 with item as stream:
                     keys.append(c.add_streamed_object(stream))
+        progress("close", None)
     finally:
         progress.close()
     if as_json:
@@ -135,7 +162,8 @@ def add(args: tuple[str, ...], to_pack: bool, compress: str | None, as_json: boo
 @click.option("--no-verify", is_flag=True,
               help="Write the stored bytes as they are, without hashing them.")
 def cat(args: tuple[str, ...], no_verify: bool) -> None:
-    """Write an object's content to stdout, verified as the mount does.
+    """Write an object's content to stdout, verified as the mount does. HASH may be short (a
+    unique prefix of at least 8 hex digits), as in by-hash/.
 
     An object of up to 1 MiB is hashed before its first byte is written; a bigger one streams,
     and its last piece is written only if the whole object hashed to its name: otherwise the
@@ -148,20 +176,43 @@ def cat(args: tuple[str, ...], no_verify: bool) -> None:
     if len(keys) != 1:
         raise click.UsageError("cat takes exactly one HASH")
     c = open_container(container)
+    key = keys[0]
+    if len(key) < c.hash_length:  # a short hash, as by-hash/ takes it
+        key = _resolve_short(c, key)
     try:
-        reader = c.open_object(keys[0])
+        reader = c.open_object(key)
     except InvalidHashKey as exc:
         raise click.ClickException(str(exc)) from None
     except NotExistent:
-        raise click.ClickException(f"no object {keys[0]} in {c.folder}") from None
+        raise click.ClickException(f"no object {key} in {c.folder}") from None
     out = sys.stdout.buffer
     with reader:
         copy_verified(reader, c.hash_type, out.write, verify=not no_verify)
     out.flush()
 
 
+def _resolve_short(c: Any, prefix: str) -> str:
+    """The one key that starts with `prefix` (git's short hashes; the mount's rule)."""
+    from dosfs.container.bulk import MIN_PREFIX
+
+    if len(prefix) < MIN_PREFIX or prefix.strip("0123456789abcdef"):
+        raise click.ClickException(
+            f"invalid hash key {prefix!r}: neither a whole key nor a short one (at least "
+            f"{MIN_PREFIX} lowercase hex digits)"
+        )
+    found = c.keys_with_prefix(prefix)
+    if not found:
+        raise click.ClickException(f"no object starting with {prefix} in {c.folder}")
+    if len(found) > 1:
+        raise click.ClickException(
+            f"{prefix} is ambiguous: {', '.join(k[:len(prefix) + 4] + '…' for k in found[:3])} "
+            "and maybe more start with it (give more digits)"
+        )
+    return str(found[0])
+
+
 @click.command(epilog=ENV_HELP + " For s3:// URLs: " + AWS_HELP_SHORT)
-@click.argument("container", envvar=CONTAINER_ENV, metavar="CONTAINER|s3://BUCKET/PREFIX")
+@click.argument("container", envvar=CONTAINER_ENV, metavar="[CONTAINER|s3://BUCKET/PREFIX]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="s3:// only: seconds before one request to the server gives up.")
@@ -191,6 +242,9 @@ def status(container: str, as_json: bool, timeout: float) -> None:
         "busy": c.lock.holder() if c.lock.is_held_elsewhere() else None,
         "mounted_at": _mounted_at(c.folder),
     }
+    from dosfs.mount import daemon_died
+
+    info["dead_mounts"] = [p for p in info["mounted_at"] if daemon_died(p)]
     if as_json:
         emit_json(info)
         return
@@ -208,7 +262,9 @@ def status(container: str, as_json: bool, timeout: float) -> None:
     if info["busy"]:
         click.echo(f"busy        {info['busy']}")
     for point in info["mounted_at"]:
-        click.echo(f"mounted at  {point}")
+        dead = point in info["dead_mounts"]
+        click.echo(f"mounted at  {point}" + (f" (its daemon has died: dosfs umount {point}, "
+                                              "then mount again)" if dead else ""))
 
 
 @click.command(epilog=ENV_HELP)
@@ -291,7 +347,8 @@ def validate(container: Path, as_json: bool) -> None:
 @container_argument
 @click.option("--compress", type=click.Choice(["keep", "no", "yes", "auto"]), default="keep",
               show_default=True, help="Compression of the rewritten objects.")
-def repack(container: Path, compress: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def repack(container: Path, compress: str, as_json: bool) -> None:
     """Rewrite packs without the holes left by deleted objects. A mount of the container keeps
     serving: open files read their pinned bytes, new reads find the objects' new places."""
     c = open_container(container, check_index=True)
@@ -305,13 +362,18 @@ def repack(container: Path, compress: str) -> None:
     finally:
         progress.close()
     after = c.get_total_size().total_size_packfiles_on_disk
+    if as_json:
+        emit_json({"packfiles_bytes_before": before, "packfiles_bytes_after": after})
+        return
     click.echo(f"repacked: pack files {human(before)} -> {human(after)}")
 
 
 @click.command(epilog=ENV_HELP)
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] HASH...")
 @click.option("--force", is_flag=True, help="Delete even while the container is mounted.")
-def delete(args: tuple[str, ...], force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output ({deleted: [...], missing: [...]}).")
+def delete(args: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Delete objects; exit status 1 if some did not exist. Refused while the container is
     mounted (its by-hash/ names would vanish, links in incoming/ dangle) unless --force."""
     container, keys = split_container(args, "HASH")
@@ -324,9 +386,12 @@ def delete(args: tuple[str, ...], force: bool) -> None:
         )
     deleted = set(c.delete_objects(list(keys)))
     missing = [k for k in keys if k not in deleted]
-    for key in keys:
-        if key in deleted:
-            click.echo(f"deleted {key}")
+    if as_json:
+        emit_json({"deleted": [k for k in keys if k in deleted], "missing": missing})
+    else:
+        for key in keys:
+            if key in deleted:
+                click.echo(f"deleted {key}")
     if missing:
         raise click.ClickException(
             f"no object {missing[0]} in {c.folder}"
@@ -340,7 +405,8 @@ def delete(args: tuple[str, ...], force: bool) -> None:
               help="Previous backups to keep in DEST besides the new one (as dostore).")
 @click.option("--rsync-exe", metavar="PATH",
               help="rsync to use; for a local DEST, copy with it instead of dosfs's own copier.")
-def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None, as_json: bool) -> None:
     """Back up a container (it may be in use) into DEST, in dostore's backup layout.
 
     DEST is a folder or [user@]host:path (rsync over ssh). Each backup is a complete container
@@ -366,6 +432,9 @@ def backup(args: tuple[str, ...], keep: int, rsync_exe: str | None) -> None:
         c.close()
     for warning in result.warnings:
         click.echo(f"dosfs: warning: {warning}", err=True)
+    if as_json:
+        emit_json(dataclasses.asdict(result))
+        return
     click.echo(result.folder)
     if result.method != "copy":
         return

@@ -65,8 +65,26 @@ def _command_index(args: Sequence[str]) -> int:
     return i
 
 
+#: dostore's (disk-objectstore's CLI) verbs that dosfs spells differently: the hint they get
+DOSTORE_VERBS = {
+    "optimize": "dostore's optimize is `dosfs pack --compress yes` (packs, then removes the "
+                "loose copies) followed by `dosfs clean --vacuum`",
+    "create": "dostore's create is `dosfs init`",
+    "add-files": "dostore's add-files is `dosfs add`",
+}
+
+
 class DosfsGroup(click.Group):
     """The `dosfs` group: the error boundary, global options anywhere, mount(8)'s form."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name not in self.commands and name in DOSTORE_VERBS:
+            raise click.UsageError(f"no command {name!r}: {DOSTORE_VERBS[name]} "
+                                   "(docs/compat.md has the whole table)")
+        return super().resolve_command(ctx, args)
 
     def main(
         self,
@@ -98,7 +116,11 @@ class DosfsGroup(click.Group):
             code = 1
         except click.UsageError as exc:
             hint = f"dosfs {command} --help" if command else "dosfs --help"
-            click.echo(f"dosfs: error: {exc.format_message()} (try '{hint}')", err=True)
+            message = exc.format_message()
+            if isinstance(exc, click.MissingParameter) and exc.param is not None \
+                    and exc.param.name == "container":
+                message = f"missing CONTAINER (or set ${CONTAINER_ENV})"
+            click.echo(f"dosfs: error: {message} (try '{hint}')", err=True)
             code = 2
         except click.ClickException as exc:
             if debug:
@@ -146,7 +168,8 @@ def setup_logging(debug: bool, log_file: Path | None) -> None:
 # -- arguments ------------------------------------------------------------------------------------
 #: CONTAINER as a positional argument, or $DOSFS_CONTAINER
 container_argument = click.argument(
-    "container", envvar=CONTAINER_ENV, type=click.Path(file_okay=False, path_type=Path)
+    "container", envvar=CONTAINER_ENV, metavar="[CONTAINER]",
+    type=click.Path(file_okay=False, path_type=Path),
 )
 
 
@@ -172,6 +195,10 @@ def open_container(folder: Path, *, check_index: bool = False) -> Any:
     from dosfs.container.errors import InvalidContainer, NotInitialised
 
     path = Path(os.path.abspath(folder))
+    from dosfs.mount import daemon_died
+
+    if daemon_died(path):
+        raise click.ClickException(dead_mount_message(path))
     if not path.exists():
         raise click.ClickException(
             f"no container at {path}: the folder does not exist (create one: dosfs init {path})"
@@ -184,6 +211,11 @@ def open_container(folder: Path, *, check_index: bool = False) -> Any:
     except (NotInitialised, InvalidContainer) as exc:
         raise click.ClickException(str(exc)) from None
     return c
+
+
+def dead_mount_message(mountpoint: Path | str) -> str:
+    return (f"the dosfs daemon of {mountpoint} has died (the mount is left without it): "
+            f"unmount with `dosfs umount {mountpoint}`, then mount again")
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -207,7 +239,9 @@ class Progress:
             self._bar.__enter__()
         elif action == "update" and self._bar is not None:
             self._bar.update(int(value or 1))
-        elif action == "close":
+        elif action == "close":  # the stage is done: its bar shows 100% even when it was empty
+            if self._bar is not None and self._bar.pos < self._bar.length:
+                self._bar.update(self._bar.length - self._bar.pos)
             self.close()
 
     def close(self) -> None:

@@ -17,20 +17,26 @@ def register(main: click.Group) -> None:
         main.add_command(command)
 
 
-def _options_help() -> str:
-    from dosfs.options import OPTIONS_HELP
+class _MountCommand(click.Command):
+    """`dosfs mount`: its help ends with the table of -o options."""
 
-    return str(OPTIONS_HELP)
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from dosfs.options import OPTIONS_TABLE
+
+        super().format_options(ctx, formatter)
+        with formatter.section("Options for -o (comma-separated, -o may be repeated)"):
+            formatter.write_dl(OPTIONS_TABLE)
 
 
 @click.command(
+    cls=_MountCommand,
     epilog=f"CONTAINER may be omitted when ${CONTAINER_ENV} is set. mount(8) and /etc/fstab run "
     "`dosfs CONTAINER MOUNTPOINT -o OPTS` (type fuse.dosfs), which is this command.",
     context_settings={"ignore_unknown_options": False},
 )
 @click.argument("args", nargs=-1, required=True, metavar="[CONTAINER] MOUNTPOINT")
 @click.option("-o", "options", multiple=True, metavar="OPTS",
-              help="Comma-separated mount options: " + "see below.")
+              help="Comma-separated mount options: see below.")
 @click.option("--aiida-db", "aiida_db", metavar="PATH",
               help="An AiiDA profile's database.sqlite, or its PostgreSQL URL "
               "(postgresql://user:pw@host:port/db): its nodes' files under nodes/ "
@@ -81,11 +87,6 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
         raise click.ClickException(str(exc)) from None
 
 
-mount.help = (mount.help or "") + "\n\n\b\nOptions for -o:\n" + "\n".join(
-    f"  {line}" for line in _options_help().split("; ")
-)
-
-
 @click.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
 @click.option("-z", "--lazy", is_flag=True, help="Detach now even if files are open.")
@@ -100,26 +101,51 @@ def umount(mountpoint: Path, lazy: bool) -> None:
 
 
 @click.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", required=False, metavar="MOUNTPOINT", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="The raw JSON the daemon answers.")
-@click.option("--watch", type=float, default=None, is_flag=False, flag_value=2.0,
-              metavar="SECONDS", help="Refresh every SECONDS (default 2) until interrupted.")
-def stats(mountpoint: Path, as_json: bool, watch: float | None) -> None:
+@click.option("--watch", is_flag=False, flag_value="2", default=None, metavar="[SECONDS]",
+              help="Refresh every SECONDS (default 2) with rates over the last interval, until "
+              "Ctrl-C.")
+def stats(mountpoint: Path | None, as_json: bool, watch: str | None) -> None:
     """Live statistics of a mount: requests, bytes, commits, errors and latencies per
-    operation (the xattr user.dosfs.stats of MOUNTPOINT)."""
+    operation, with rates per second (the xattr user.dosfs.stats of MOUNTPOINT)."""
     from dosfs.cli.statsview import read_stats, render
 
-    while True:
-        data = read_stats(mountpoint)
-        if as_json:
-            emit_json(data)
-        else:
-            if watch is not None and sys.stdout.isatty():
-                click.clear()
-            click.echo(render(data))
-        if watch is None:
-            return
-        time.sleep(watch)
+    if mountpoint is None and watch is not None and not _is_number(watch):
+        mountpoint, watch = Path(watch), "2"  # `stats --watch MP`: the default interval
+    if mountpoint is None:
+        raise click.UsageError("missing MOUNTPOINT")
+    interval = None if watch is None else _interval(watch)
+    before = None
+    try:
+        while True:
+            data = read_stats(mountpoint)
+            if as_json:
+                emit_json(data)
+            else:
+                if interval is not None and sys.stdout.isatty():
+                    click.clear()
+                click.echo(render(data, before))
+            if interval is None:
+                return
+            before = data
+            time.sleep(interval)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch: what it is for, not an error
+        return
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _interval(text: str) -> float:
+    if not _is_number(text) or not float(text) > 0:
+        raise click.UsageError(f"--watch needs a positive number of seconds, got {text!r}")
+    return float(text)
 
 
 VIEWS_HELP = """\b

@@ -12,27 +12,31 @@ import click
 
 from dosfs.cli.frame import CONTAINER_ENV, ENV_HELP, emit_json, human, open_container
 
-AWS_HELP = (
+AWS_HELP_PULL = (
     "S3 endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-    "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI. "
-    + ENV_HELP
+    "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE and ~/.aws/config, as for the aws CLI."
 )
+AWS_HELP = AWS_HELP_PULL + " " + ENV_HELP
 
 
-class UploadBar:
-    """push's progress (bytes sent of bytes to send) as a bar on a terminal, nothing otherwise."""
+class TransferBar:
+    """push's and pull's progress (bytes moved of bytes to move) as a bar on a terminal,
+    nothing otherwise; a transfer of nothing shows a full bar."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, label: str) -> None:
         self.enabled = enabled
+        self.label = label
         self._bar: Any = None
 
     def update(self, done: int, total: int) -> None:
         if not self.enabled:
             return
         if self._bar is None:
-            self._bar = click.progressbar(length=total, label="uploading", file=sys.stderr)
+            self._bar = click.progressbar(length=max(total, 1), label=self.label,
+                                          file=sys.stderr)
             self._bar.__enter__()
-        self._bar.update(done - self._bar.pos)
+        target = self._bar.length if done >= total else done
+        self._bar.update(target - self._bar.pos)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -69,7 +73,7 @@ def push(args: tuple[str, ...], timeout: float, force: bool, as_json: bool) -> N
     else:
         raise click.UsageError("expected [CONTAINER] s3://BUCKET/PREFIX")
     open_container(container).close()  # the CLI's clear errors for a missing container
-    bar = UploadBar(enabled=sys.stderr.isatty() and not as_json)
+    bar = TransferBar(enabled=sys.stderr.isatty() and not as_json, label="uploading")
     try:
         report = run_push(container, target, timeout=timeout, progress=bar.update, force=force)
     finally:
@@ -85,7 +89,7 @@ def push(args: tuple[str, ...], timeout: float, force: bool, as_json: bool) -> N
                f"{report.skipped_segments} segment(s) already there")
 
 
-@click.command(epilog=AWS_HELP)
+@click.command(epilog=AWS_HELP_PULL)
 @click.argument("target", metavar="s3://BUCKET/PREFIX")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -95,7 +99,11 @@ def pull(target: str, dest: Path, timeout: float, as_json: bool) -> None:
     """Make or update a local container DEST from a published one (every byte verified)."""
     from dosfs.remote.pull import pull as run_pull
 
-    report = run_pull(target, dest, timeout=timeout)
+    bar = TransferBar(enabled=sys.stderr.isatty() and not as_json, label="fetching")
+    try:
+        report = run_pull(target, dest, timeout=timeout, progress=bar.update)
+    finally:
+        bar.close()
     if as_json:
         emit_json(vars(report))
         return

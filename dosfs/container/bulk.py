@@ -328,8 +328,16 @@ MIN_PREFIX = 8
 
 def resolve_prefix(layout: Layout, index: Index, prefix: str) -> str | None:
     """The one key (loose or packed) that starts with `prefix`, or None (none, or ambiguous)."""
+    found = keys_with_prefix(layout, index, prefix)
+    return found[0] if len(found) == 1 else None
+
+
+def keys_with_prefix(layout: Layout, index: Index, prefix: str) -> list[str]:
+    """The keys (loose or packed) that start with `prefix` (at least MIN_PREFIX lowercase hex
+    digits, shorter than a key), sorted; at most 2 of the packed ones (enough to tell one from
+    several). Empty for a prefix that is not one."""
     if not MIN_PREFIX <= len(prefix) < layout.hash_length or prefix.strip("0123456789abcdef"):
-        return None
+        return []
     found = set(index.with_prefix(prefix))
     n = layout.prefix_len
     shard = prefix[:n] if n else ""
@@ -339,7 +347,7 @@ def resolve_prefix(layout: Layout, index: Index, prefix: str) -> str | None:
         for name in _loose.list_shards(layout):
             if name.startswith(prefix):
                 found.update(_loose.list_shard(layout, name))
-    return found.pop() if len(found) == 1 else None
+    return sorted(found)
 
 
 def entry_by_id(index: Index, rowid: int) -> tuple[str, int] | None:

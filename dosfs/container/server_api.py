@@ -69,6 +69,11 @@ class ServerAPI:
         parts = self._parts or self._load()
         return bulk.resolve_prefix(parts.layout, parts.index, prefix)
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix` (as resolve_prefix; two or more: ambiguous)."""
+        parts = self._parts or self._load()
+        return bulk.keys_with_prefix(parts.layout, parts.index, prefix)
+
     def check_index(self) -> None:
         """InvalidContainer unless packs.idx reads back whole (see Index.check)."""
         self.parts.index.check()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -258,6 +259,10 @@ class HashService:
             sock, self._sock = self._sock, None
             proc, self._proc = self._proc, None
         if sock is not None:
+            # shutdown first: close() alone neither wakes the reply thread's recv() nor gives
+            # the helper its EOF while that recv() holds the socket (a 10 s wait at every exit)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
         if proc is not None:
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -77,6 +78,13 @@ def to_fuse_error(exc: BaseException, where: str) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
+def _request_args(args: tuple[Any, ...]) -> str:
+    """A request's arguments for a debug line (names decoded; the request context left out)."""
+    shown = [os.fsdecode(a) if isinstance(a, bytes) else repr(a) for a in args[:3]
+             if isinstance(a, (bytes, int, str))]
+    return f"({', '.join(shown)})"
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -96,6 +104,9 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R
         except pyfuse3.FUSEError as exc:
             if stats is not None:
                 stats.record(where, started, exc.errno)
+            if log.isEnabledFor(logging.DEBUG):  # --debug: every error answered leaves a line
+                log.debug("%s%s -> %s", where, _request_args(args[1:]),
+                          errno.errorcode.get(exc.errno, exc.errno))
             raise
         except Exception as exc:  # noqa: BLE001 - this is the error boundary
             error = to_fuse_error(exc, where)

@@ -9,6 +9,7 @@ travel in bulk batches (neighbouring ranges coalesced); big ones stream, so memo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,13 @@ class PullReport:
     already_here: int
 
 
+#: progress(bytes fetched, bytes to fetch), after each batch or big object
+Progress = Callable[[int, int], None]
+
+
 def pull(
-    target: str, dest: str | os.PathLike[str], *, timeout: float = 30.0
+    target: str, dest: str | os.PathLike[str], *, timeout: float = 30.0,
+    progress: Progress | None = None,
 ) -> PullReport:
     """Copy what `dest` lacks of the generation published at `target`."""
     with RemoteContainer(target, timeout=timeout) as rc:
@@ -46,6 +52,13 @@ def pull(
             wanted = [h for h in rc.list_all_objects() if h not in have]
             sizes = {h: int(meta["size"]) for h, meta in rc.get_objects_meta(wanted)}
             report = PullReport(rc.generation.number, 0, 0, len(have))
+            total = sum(sizes.values())
+
+            def advance() -> None:
+                if progress is not None:
+                    progress(report.fetched_bytes, total)
+
+            advance()
             batch: list[str] = []
             batch_bytes = 0
             for h in wanted:
@@ -56,13 +69,16 @@ def pull(
                     _check(got, h)
                     report.fetched += 1
                     report.fetched_bytes += size
+                    advance()
                     continue
                 batch.append(h)
                 batch_bytes += size
                 if batch_bytes >= BATCH_BYTES:
                     _store_batch(rc, local, batch, report)
+                    advance()
                     batch, batch_bytes = [], 0
             _store_batch(rc, local, batch, report)
+            advance()
     return report
 
 

@@ -27,6 +27,10 @@ def _bound(prefix: str, fill: str) -> str:
     return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
 
 
+#: seconds before a connection to a server that does not answer gives up (unless the URL's
+#: connect_timeout says otherwise): a silent server is one line at mount time, not a hang
+CONNECT_TIMEOUT = 5
+
 class PostgresSource:
     """Read-only node rows from a PostgreSQL database URL (``postgresql://user@host:port/db``)."""
 
@@ -43,7 +47,10 @@ class PostgresSource:
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.url, autocommit=True)
+            extra: dict[str, Any] = (
+                {} if "connect_timeout" in self.url else {"connect_timeout": CONNECT_TIMEOUT}
+            )
+            conn = self._psycopg.connect(self.url, autocommit=True, **extra)
             conn.read_only = True
             self._local.conn = conn
             with self._lock:

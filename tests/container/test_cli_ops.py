@@ -253,3 +253,45 @@ def test_read_only_container_whose_wal_cannot_be_read(
     for command in ("status", "validate"):
         line = one_error_line(dosfs(command, str(ro)), "packs.idx", "-wal", "read-only")
         assert "full disk" not in line
+
+
+def test_cat_takes_short_hashes_as_the_mount_does(folder: Path) -> None:
+    from tests.fs.test_admin_mount import colliding_prefix_pair
+
+    c = Container(folder)
+    a, b = colliding_prefix_pair()
+    ka, kb = c.add_object(a), c.add_objects_to_pack([b])[0]  # one loose, one packed
+    unique = c.add_objects_to_pack([SMALL])[0]
+    assert ka[:8] == kb[:8]
+    for short in (unique[:8], unique[:20]):
+        proc = dosfs("cat", str(folder), short)
+        assert proc.returncode == 0 and proc.stdout == SMALL, proc.stderr
+    n = next(i for i in range(8, 64) if ka[i] != kb[i]) + 1
+    assert dosfs("cat", str(folder), ka[:n]).stdout == a
+    assert dosfs("cat", str(folder), kb[:n]).stdout == b
+    one_error_line(dosfs("cat", str(folder), ka[:8]), "is ambiguous", "give more digits")
+    one_error_line(dosfs("cat", str(folder), unique[:7]), "at least 8")
+    missing = "0" * 8 if not unique.startswith("0" * 8) else "f" * 8
+    one_error_line(dosfs("cat", str(folder), missing), "no object starting with")
+
+
+def test_json_of_init_delete_repack_backup(tmp_path: Path) -> None:
+    import json
+
+    folder = tmp_path / "c"
+    made = dosfs("init", str(folder), "--json")
+    first = json.loads(made.stdout)
+    assert made.returncode == 0 and first["created"] is True and first["hash_type"] == "sha256"
+    again = json.loads(dosfs("init", str(folder), "--json").stdout)
+    assert again["created"] is False and again["container_id"] == first["container_id"]
+    c = Container(folder)
+    keys = c.add_objects_to_pack([SMALL, BIG_TEXT])
+    deleted = dosfs("delete", str(folder), keys[0], "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout) == {"deleted": [keys[0]], "missing": []}
+    repacked = json.loads(dosfs("repack", str(folder), "--json").stdout)
+    assert repacked["packfiles_bytes_after"] < repacked["packfiles_bytes_before"]
+    backup = dosfs("backup", str(folder), str(tmp_path / "bk"), "--json")
+    assert backup.returncode == 0 and backup.stderr == b"", backup.stderr
+    report = json.loads(backup.stdout)
+    assert Path(report["folder"]).parent == tmp_path / "bk" and report["copied_files"] >= 1

@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -334,3 +335,102 @@ def test_read_only_mount_of_a_read_only_container(
             m.unmount()
     finally:
         subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+def test_stats_watch_shows_rates_and_ends_quietly_on_ctrl_c(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, objects = filled
+    m = mount(folder)
+    shown = subprocess.run([*DOSFS, "stats", str(m.path)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "rates (mean since the mount)" in shown and "per s" in shown
+    assert "bytes read" not in shown and " B read" in shown  # human sizes, as elsewhere
+    for args in (["--watch", "0.3", str(m.path)], ["--watch", str(m.path)]):
+        proc = subprocess.Popen([*DOSFS, "stats", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        for key in objects:
+            (m.by_hash / key).read_bytes()
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and err == "", (proc.returncode, err)
+        assert "rates (last " in out and "/s read" in out, out
+
+
+def test_stats_and_status_say_the_daemon_died(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, f"fsname={folder}")  # the mount table's source: how status finds it dead
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=20)
+    m.expect_errors = True
+    for command in ("stats", "status"):
+        proc = subprocess.run([*DOSFS, command, str(m.path)], capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "daemon of" in lines[0] and "has died" in lines[0], lines
+    proc = subprocess.run([*DOSFS, "status", str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "its daemon has died" in proc.stdout, proc
+    subprocess.run([*DOSFS, "umount", str(m.path)], check=True, capture_output=True)
+    assert not os.path.ismount(m.path)
+
+
+def test_debug_logs_every_error_answered(
+    filled: tuple[Path, dict[str, bytes]], mount: Callable[..., Mounted]
+) -> None:
+    folder, _ = filled
+    m = mount(folder, "debug", background=True)  # -o debug: as --debug (fstab has no flags)
+    assert not (m.by_hash / ("0" * 64)).exists()
+    with pytest.raises(OSError):
+        (m.path / "by-hash" / "new").write_bytes(b"refused")
+    text = m.log_text()
+    assert "DEBUG" in text and "lookup(" in text and "-> ENOENT" in text, text
+    assert "-> EROFS" in text or "-> EACCES" in text, text
+
+
+def test_what_the_daemon_would_fail_on_is_one_line_before_it_starts(
+    filled: tuple[Path, dict[str, bytes]], tmp_path: Path, fuse: None
+) -> None:
+    import socket
+
+    folder, _ = filled
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    proc = subprocess.run([*DOSFS, "mount", str(folder), str(mp), "--log-file",
+                           str(tmp_path / "no-such-folder" / "log")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and not os.path.ismount(mp)
+    assert proc.stderr.strip().splitlines() == [
+        f"dosfs: error: cannot write the log file {tmp_path}/no-such-folder/log: "
+        "No such file or directory"]
+    pytest.importorskip("psycopg")
+    with socket.socket() as silent:  # a "PostgreSQL server" that never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://u:p@127.0.0.1:{silent.getsockname()[1]}/db"
+        started = time.monotonic()
+        proc = subprocess.run([*DOSFS, "mount", str(folder), str(mp), "--aiida-db", url],
+                              capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 20 and not os.path.ismount(mp)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"dosfs: error: cannot open the AiiDA database {url}: "), lines
+
+
+def test_umount_after_verified_reads_is_prompt(
+    make_container: Callable[..., Path], mount: Callable[..., Mounted]
+) -> None:
+    """The hash helper process is told to stop at exit (it used to hold the daemon 10 s)."""
+    folder = make_container()
+    blob = os.urandom(3 * 1024 * 1024)  # over SMALL_VERIFY: verified by the helper process
+    with Container(folder) as c:
+        key = c.add_objects_to_pack([blob])[0]
+    m = mount(folder, background=True)
+    assert (m.by_hash / key).read_bytes() == blob
+    started = time.monotonic()
+    subprocess.run([*DOSFS, "umount", str(m.path)], check=True, capture_output=True, timeout=60)
+    assert time.monotonic() - started < 5
+    assert not m.pids()
