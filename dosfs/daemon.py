@@ -34,6 +34,7 @@ from dosfs.mount import (
 )
 
 if TYPE_CHECKING:
+    from dosfs.engine import ServedEngine
     from dosfs.fs.operations import Operations
     from dosfs.views.rows import Source
 
@@ -142,8 +143,8 @@ def serve(
     try:
         check_fuse()
         mp = check_mountpoint(mountpoint)
-        engine = open_engine(container, opts)
-        views = open_views(opts.aiida_db, str(getattr(engine, "container_id", "")))
+        engine: ServedEngine = open_engine(container, opts)
+        views = open_views(opts.aiida_db, engine.container_id)
     except MountError as exc:
         reporter.error(str(exc))
         raise
@@ -173,9 +174,8 @@ def serve(
     )
     shown = str(container) if is_remote(container) else str(engine.folder)
     fsname = opts.fsname or (shown if "," not in shown else "dosfs")
-    remote_stats = getattr(engine, "remote_stats", None)
-    if remote_stats is not None:
-        ops.stats.sections["remote"] = remote_stats
+    if engine.remote_stats() is not None:
+        ops.stats.sections["remote"] = lambda: engine.remote_stats() or {}
     fuse_options = {f"fsname={fsname}", f"subtype={SUBTYPE}", "default_permissions", "noatime"}
     if opts.read_only:
         fuse_options.add("ro")
@@ -194,7 +194,7 @@ def serve(
         raise MountError(message) from None
     unmounted = False
     try:
-        trio.run(_main, ops, mp, opts, reporter, early)
+        trio.run(_main, ops, engine, mp, opts, reporter, early)
         pyfuse3.close(unmount=True)
         unmounted = True
     finally:
@@ -246,7 +246,12 @@ def _invalidate_entry(parent_inode: int, name: bytes) -> None:
 
 
 async def _main(
-    ops: Operations, mountpoint: Path, opts: MountOptions, reporter: _Reporter, early: list[int]
+    ops: Operations,
+    engine: ServedEngine,
+    mountpoint: Path,
+    opts: MountOptions,
+    reporter: _Reporter,
+    early: list[int],
 ) -> None:
     import pyfuse3
     import trio
@@ -255,8 +260,8 @@ async def _main(
         await nursery.start(_watch_signals, early)
         nursery.start_soon(_when_ready, ops, mountpoint, opts, reporter)
         nursery.start_soon(_checkpoints, ops)
-        if opts.refresh > 0 and hasattr(ops.engine, "refresh"):
-            nursery.start_soon(_refreshes, ops, opts.refresh)
+        if opts.refresh > 0 and engine.refreshable:
+            nursery.start_soon(_refreshes, ops, engine, opts.refresh)
         nursery.start_soon(ops.by_hash.snapshot_keeper)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -275,15 +280,14 @@ async def _checkpoints(ops: Operations) -> None:
             log.debug("checkpoint: %s", exc)
 
 
-async def _refreshes(ops: Operations, period: float) -> None:
+async def _refreshes(ops: Operations, engine: ServedEngine, period: float) -> None:
     """Every `period` seconds, switch an s3:// mount to a newer published generation (files
     already open keep the one they opened; see dosfs.remote.engine)."""
     import trio
 
-    refresh = ops.engine.refresh  # type: ignore[attr-defined]
     while True:
         await trio.sleep(period)
-        await ops.offload.run_network(refresh)
+        await ops.offload.run_network(engine.refresh)
 
 
 async def _watch_signals(early: list[int], task_status: Any) -> None:

@@ -168,3 +168,31 @@ class EngineLike(Protocol):
         ...
 
     def checkpoint(self) -> None: ...
+
+
+class ServedEngine(EngineLike, Protocol):
+    """The daemon's half of the contract: what it asks of the engine it mounts beyond the
+    adapter's calls (a local Container and the s3 mount's RemoteEngine alike)."""
+
+    @property
+    def container_id(self) -> str:
+        """The container's id (config.json), checked against an AiiDA profile's (--aiida-db)."""
+        ...
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether refresh() can ever switch to newer content (a published container)."""
+        ...
+
+    def refresh(self) -> bool:
+        """Switch to newer content if there is some; True when it switched."""
+        ...
+
+    def remote_stats(self) -> dict[str, object] | None:
+        """A section for the mount's live statistics, or None."""
+        ...
+
+    def keep_index_open(self) -> None: ...
+
+    def close(self) -> None: ...
+

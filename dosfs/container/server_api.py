@@ -82,6 +82,15 @@ class ServerAPI:
         """Hold an index connection until close(): reads keep working on a full disk."""
         self.parts.index.keepalive()
 
+    #: a local container is read live: there is nothing to switch to (dosfs.engine)
+    refreshable = False
+
+    def refresh(self) -> bool:
+        return False
+
+    def remote_stats(self) -> dict[str, object] | None:
+        return None
+
     def checkpoint(self) -> None:
         """Copy committed index changes from packs.idx-wal into packs.idx (never waits)."""
         self.parts.index.checkpoint()

@@ -81,6 +81,9 @@ class RemoteEngine:
     def generation(self) -> int:
         return self._current.number
 
+    #: new generations are published: refresh() looks for them (dosfs.engine)
+    refreshable = True
+
     def refresh(self) -> bool:
         """Switch to a newer published generation if there is one; True when it switched.
         A server that cannot be reached leaves the current generation served (logged once).
