@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,12 +30,12 @@ from dosfs.mount import (
     check_mountpoint,
     is_remote,
     open_engine,
+    open_views,
 )
 
 if TYPE_CHECKING:
     from dosfs.engine import ServedEngine
     from dosfs.fs.operations import Operations
-    from dosfs.views.rows import Source
 
 log = logging.getLogger("dosfs.mount")
 
@@ -211,31 +210,6 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("unmounted %s", mp)
-
-
-def open_views(spec: str | None, container_id: str) -> Source | None:
-    """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong:
-    also when the profile's repository is another container (its node folders would look
-    empty: none of their objects is here)."""
-    if spec is None:
-        return None
-    from dosfs.views.sources import open_source
-
-    try:
-        source = open_source(spec)
-        uuid = source.repository_uuid()
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        raise MountError(f"cannot open the AiiDA database {spec}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - psycopg's errors, without importing it here
-        raise MountError(f"cannot open the AiiDA database {spec}: "
-                         f"{' '.join(str(exc).split())}") from None
-    if uuid is not None and container_id and uuid != container_id:
-        source.close()
-        raise MountError(
-            f"the AiiDA profile of {spec} uses the repository {uuid}, but this container is "
-            f"{container_id}: mount the profile's own container"
-        )
-    return source
 
 
 def _invalidate_entry(parent_inode: int, name: bytes) -> None:

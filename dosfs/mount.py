@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from dosfs.options import (
 if TYPE_CHECKING:
     from dosfs.container.container import Container
     from dosfs.remote.engine import RemoteEngine
+    from dosfs.views.rows import Source
 
 log = logging.getLogger("dosfs.mount")
 
@@ -191,34 +193,30 @@ def open_container(folder: Path) -> Container:
 # ---------------------------------------------------------------------------- mount
 
 
+def prepare(container: Path | str, opts: MountOptions) -> None:
+    """What a location means for the options, before anything starts (foreground or not): an
+    s3:// mount is read-only, and its endpoint=, profile=, credentials_file= options become
+    the S3 client's environment (fstab gives none), for the checks and the daemon alike."""
+    if is_remote(container):
+        if opts.rw_given:
+            raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
+        opts.read_only = True
+        os.environ.update(opts.environment())
+
+
 def mount(
     container: Path | str,
     mountpoint: Path,
     opts: MountOptions,
     *,
-    foreground: bool = False,
     debug: bool = False,
     log_file: Path | None = None,
-    ready_fd: int | None = None,
 ) -> None:
-    """Mount ``container`` at ``mountpoint``; return once the mount answers requests.
-
-    Foreground: serve until unmounted or signalled. Background: start the daemon and wait
-    for its readiness report.
-    """
+    """Mount ``container`` at ``mountpoint`` in the background: check what can be checked
+    here (one line each), start the daemon and return once it reports the mount ready. (The
+    foreground form is the daemon itself: prepare(), then dosfs.daemon.serve.)"""
     debug = debug or opts.debug
-    if is_remote(container):
-        if opts.rw_given:
-            raise MountError("s3:// mounts are read-only: drop -o rw (or say -o ro)")
-        opts.read_only = True
-        # endpoint=, profile=, credentials_file= (fstab has no environment): for the checks
-        # here and the daemon, which inherits them
-        os.environ.update(opts.environment())
-    if foreground:
-        from dosfs.daemon import serve
-
-        serve(container, mountpoint, opts, debug=debug, log_file=log_file, ready_fd=ready_fd)
-        return
+    prepare(container, opts)
     check_fuse()
     mp = check_mountpoint(mountpoint)
     check_log_file(log_file)
@@ -235,12 +233,35 @@ def mount(
         local.close()
         source = os.path.abspath(container)
     if opts.aiida_db:  # here, so that its errors are one line before anything starts
-        from dosfs.daemon import open_views
-
         views = open_views(opts.aiida_db, container_id)
         if views is not None:
             views.close()
     _spawn_daemon(source, mp, opts, debug=debug, log_file=log_file)
+
+
+def open_views(spec: str | None, container_id: str) -> Source | None:
+    """The AiiDA database behind nodes/ (``--aiida-db``), or a MountError saying what is wrong:
+    also when the profile's repository is another container (its node folders would look
+    empty: none of their objects is here)."""
+    if spec is None:
+        return None
+    from dosfs.views.sources import open_source
+
+    try:
+        source = open_source(spec)
+        uuid = source.repository_uuid()
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise MountError(f"cannot open the AiiDA database {spec}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - psycopg's errors, without importing it here
+        raise MountError(f"cannot open the AiiDA database {spec}: "
+                         f"{' '.join(str(exc).split())}") from None
+    if uuid is not None and container_id and uuid != container_id:
+        source.close()
+        raise MountError(
+            f"the AiiDA profile of {spec} uses the repository {uuid}, but this container is "
+            f"{container_id}: mount the profile's own container"
+        )
+    return source
 
 
 def check_log_file(log_file: Path | None) -> None:

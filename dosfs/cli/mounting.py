@@ -79,8 +79,14 @@ def mount(ctx: click.Context, args: tuple[str, ...], options: tuple[str, ...],
             if "," in aiida_db:
                 raise lifecycle.MountError("--aiida-db needs a path without commas")
             opts.aiida_db = aiida_db if "://" in aiida_db else str(Path(aiida_db).absolute())
-        lifecycle.mount(container, mountpoint, opts, foreground=foreground, debug=debug,
-                        log_file=log_file, ready_fd=ready_fd)
+        if foreground:  # this process is the daemon
+            lifecycle.prepare(container, opts)
+            from dosfs.daemon import serve
+
+            serve(container, mountpoint, opts, debug=debug or opts.debug, log_file=log_file,
+                  ready_fd=ready_fd)
+        else:
+            lifecycle.mount(container, mountpoint, opts, debug=debug, log_file=log_file)
     except lifecycle.MountError as exc:
         if ready_fd is not None:  # the daemon of a background mount: the waiting parent prints it
             sys.exit(1)

@@ -8,8 +8,8 @@ import hmac
 import http.client
 from urllib.parse import urlsplit
 
-from dosfs.remote.errors import explain, no_credentials
-from dosfs.remote.url import RemoteError, settings
+from dosfs.remote.errors import explain
+from dosfs.remote.url import RemoteError, no_credentials, settings
 
 
 def create_bucket(bucket: str, timeout: float = 30.0) -> None:

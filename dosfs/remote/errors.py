@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import textwrap
 
-from dosfs.remote.url import RemoteError, RemoteURL
+from dosfs.remote.url import CREDENTIALS_HINT, RemoteError, RemoteURL
 
 _CODE = re.compile(r"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _STATUS = re.compile(r"status code: (\d{3})|status: (\d{3})")
@@ -20,14 +20,6 @@ _HOST = re.compile(r"^(https?://[^/?\s]+)")
 #: where an instance-metadata credentials probe goes (IMDS); its failure means "no credentials"
 _METADATA = ("169.254.169.254", "fd00:ec2::254", "/latest/api/token", "/latest/meta-data")
 _LIMIT = 240
-
-CREDENTIALS_HINT = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a credentials file"
-)
-
-
-def no_credentials(url: RemoteURL | str) -> RemoteError:
-    return RemoteError(f"{url}: no credentials: {CREDENTIALS_HINT}")
 
 
 def explain(text: str, url: RemoteURL | str, bucket: str) -> str:

@@ -21,6 +21,16 @@ class RemoteError(DosfsError):
     """The remote store cannot be used (bad URL, credentials, bucket, server down)."""
 
 
+#: what to do when no credentials are found (said in every command's one line)
+CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a credentials file"
+)
+
+
+def no_credentials(url: RemoteURL | str) -> RemoteError:
+    return RemoteError(f"{url}: no credentials: {CREDENTIALS_HINT}")
+
+
 class RemoteIOError(RemoteError, Unavailable):
     """A read from the server failed or did not finish in time: both a RemoteError (what
     RemoteContainer's callers catch) and an OSError EIO (what the mount answers)."""
@@ -131,8 +141,6 @@ def make_store(url: RemoteURL, *, timeout: float = 30.0, retries: int = 3) -> S3
         config["metadata_endpoint"] = NO_METADATA  # obstore has no switch: point it nowhere
         has_keys = "access_key_id" in config and "secret_access_key" in config
         if not has_keys and not _true("AWS_SKIP_SIGNATURE"):
-            from dosfs.remote.errors import no_credentials
-
             raise no_credentials(url)
     endpoint = config.get("endpoint")
     allow_http = bool(endpoint and endpoint.startswith("http://"))
