@@ -92,6 +92,21 @@ def test_the_engines_and_views_import_nothing_above_them() -> None:
     assert not found, "\n".join(found)
 
 
+def test_only_the_container_package_talks_sql_to_an_index() -> None:
+    """The index schema has one owner (issue 20): push and status see a container's storage
+    through Container.snapshot() and IndexCopy, never through their own SQL. (The views talk
+    SQL to an AiiDA profile's database, which is not an index.)"""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("container/") or rel.startswith("views/sources"):
+            continue
+        text = path.read_text()
+        if "db_object" in text or "sqlite3.connect" in text:
+            found.append(rel)
+    assert not found, found
+
+
 def _check_no_cycles(package: Path, lazy: bool) -> None:
     modules = {_module_name(p): p for p in package.rglob("*.py")}
     graph = {

@@ -40,6 +40,7 @@ from dosfs.container.parts import Parts, open_parts
 from dosfs.container.private_paths import DiskObjectstorePaths
 from dosfs.container.readers import ObjectReader, ObjectStream
 from dosfs.container.server_api import ServerAPI
+from dosfs.container.snapshot import Snapshot, take_snapshot
 
 Callback = Callable[[str, Any], None]
 
@@ -413,6 +414,13 @@ class Container(ServerAPI, DiskObjectstorePaths):
     def validate_report(self, callback: Callback | None = None) -> ValidationReport:
         """Re-hash every object and check the packs; errors, warnings and counters."""
         return validate.validate(self.parts, callback=callback)
+
+    def snapshot(self, index_path: str) -> Snapshot:
+        """The storage as it is now, for publishing or inspecting it whole: every pack file
+        pinned open and a copy of the index at `index_path` naming only bytes they hold (see
+        snapshot.py). Close it when done."""
+        parts = self.parts
+        return take_snapshot(parts.layout, parts.packs.store.list_ids, index_path)
 
     # -- disk-objectstore's other public methods (compat.py) ---------------------------------
     def lock_pack(

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sqlite3
 import tempfile
 import time
 import zlib
@@ -31,6 +30,7 @@ from obstore.store import S3Store
 from dosfs.container import Container, CorruptObject, NotExistent
 from dosfs.container.loose import iter_loose
 from dosfs.container.packstore import pread_exact
+from dosfs.container.snapshot import IndexCopy
 from dosfs.remote.layout import (
     Generation,
     Segment,
@@ -58,19 +58,6 @@ class PushReport:
     pruned: int = 0
     unchanged: bool = False
     segments: list[str] = field(default_factory=list)
-
-
-def _snapshot_index(src: str, dst: str) -> None:
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    try:
-        target = sqlite3.connect(dst)
-        try:
-            source.backup(target)
-            target.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            target.close()
-    finally:
-        source.close()
 
 
 def _chunks(fd: int, start: int, end: int) -> Iterator[bytes]:
@@ -114,7 +101,6 @@ def push(
     _ensure_bucket(store, url)
     prev = read_head(store, url)
     with Container(container) as c, tempfile.TemporaryDirectory(prefix="dosfs-push-") as tmp:
-        layout = c.layout
         cid = c.container_id
         if prev is not None and prev.config.get("container_id") not in (None, cid):
             if not force:
@@ -123,30 +109,9 @@ def push(
                     f"generation {prev.number}), not {cid}: push --force to replace it"
                 )
             prev = dataclasses.replace(prev, local={})  # its packs are not ours: reuse none
-        idx = os.path.join(tmp, "packs.idx")
-        for _attempt in range(10):
-            fds: dict[int, tuple[int, int]] = {}
-            for pid in c.packs.store.list_ids():
-                fd = os.open(layout.pack_path(pid), os.O_RDONLY | os.O_CLOEXEC)
-                fds[pid] = (fd, os.fstat(fd).st_ino)
-            _snapshot_index(str(layout.index), idx)
-            stable = True
-            for pid, (_fd, ino) in fds.items():
-                try:
-                    stable &= os.stat(layout.pack_path(pid)).st_ino == ino
-                except FileNotFoundError:
-                    stable = False
-            if stable:
-                break
-            for fd, _ino in fds.values():
-                os.close(fd)
-        else:
-            raise OSError("packs kept changing during the snapshot; try again")
-        try:
-            return _publish(c, store, url, prev, idx, fds, cid, progress, grace)
-        finally:
-            for fd, _ino in fds.values():
-                os.close(fd)
+        with c.snapshot(os.path.join(tmp, "packs.idx")) as snap:
+            fds = {pid: (p.fd, p.identity[1]) for pid, p in snap.packs.items()}
+            return _publish(c, store, url, prev, snap.index, fds, cid, progress, grace)
 
 
 def _publish(
@@ -154,17 +119,14 @@ def _publish(
     store: S3Store,
     url: RemoteURL,
     prev: Generation | None,
-    idx: str,
+    idx: IndexCopy,
     fds: dict[int, tuple[int, int]],
     cid: str,
     progress: Progress | None,
     grace: float,
 ) -> PushReport:
-    db = sqlite3.connect(idx)
-    needed = dict(
-        db.execute("SELECT pack_id, MAX(offset + length) FROM db_object GROUP BY pack_id")
-    )
-    packed = {h for (h,) in db.execute("SELECT hashkey FROM db_object")}
+    needed = idx.pack_ends()
+    packed = idx.hashkeys()
     # plan: pack segments
     packs: dict[int, list[Segment]] = {}
     local: dict[int, dict[str, int]] = {}
@@ -202,15 +164,9 @@ def _publish(
         packs[next_id] = [seg]
         rows += [(h, False, size, offset, size, next_id) for h, offset, size in members]
         next_id += 1
-    db.executemany(
-        "INSERT INTO db_object (hashkey, compressed, size, offset, length, pack_id)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    db.commit()
+    idx.add_rows(rows)
     report.objects = len(packed) + len(rows)
     done = 0
-    db.close()
     for key, fd, start, end in uploads:
         if url.key(key) in existing:
             report.skipped_segments += 1
@@ -231,7 +187,7 @@ def _publish(
         if progress:
             progress(done, total)
     report.segments = [s.key for segs in packs.values() for s in segs]
-    digest, objects, size = _rows_digest(idx)
+    digest, objects, size = idx.rows_digest()
     if prev and prev.packs == packs and prev.rows_digest == digest:
         report.generation = prev.number
         report.unchanged = True
@@ -244,7 +200,7 @@ def _publish(
 
     def compressed_index() -> Iterator[bytes]:  # streamed: the index is 170 B per object
         deflate = zlib.compressobj(3)
-        with open(idx, "rb") as f:
+        with open(idx.path, "rb") as f:
             while piece := f.read(CHUNK):
                 out = deflate.compress(piece)
                 packed_size[0] += len(out)
@@ -371,19 +327,3 @@ def _loose_segments(
     return out
 
 
-def _rows_digest(idx: str) -> tuple[str, int, int]:
-    """The digest of the snapshot's rows, their count and the sum of their sizes."""
-    db = sqlite3.connect(idx)
-    try:
-        h = hashlib.sha256()
-        count = size = 0
-        for row in db.execute(
-            "SELECT hashkey, compressed, size, offset, length, pack_id FROM "
-            "db_object ORDER BY hashkey"
-        ):
-            h.update(repr(row).encode())
-            count += 1
-            size += row[2]
-        return h.hexdigest(), count, size
-    finally:
-        db.close()

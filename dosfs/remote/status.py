@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sqlite3
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import obstore
 from obstore.store import S3Store
 
+from dosfs.container.snapshot import IndexCopy
 from dosfs.remote.layout import Generation, read_head, remote_error
 from dosfs.remote.url import RemoteError, RemoteURL, make_store, parse_url
 
@@ -65,13 +65,7 @@ def _count_rows(store: S3Store, url: RemoteURL, gen: Generation) -> tuple[int, i
             raise RemoteError(f"{url}: the index snapshot {gen.index_key} is corrupt") from exc
         except Exception as exc:
             raise remote_error(exc, url) from exc
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            sql = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM db_object"
-            rows, size = db.execute(sql).fetchone()
-        finally:
-            db.close()
-    return int(rows), int(size)
+        return IndexCopy(path).count_and_size()
 
 
 def _nothing_there(store: S3Store, url: RemoteURL) -> RemoteError:
