@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from dosfs import Container
 from dosfs.cli import main
+from tests.terminal import on_a_terminal
 
 DOSFS = [sys.executable, "-m", "dosfs.cli"]
 
@@ -145,27 +146,12 @@ def test_the_form_mount8_uses(tmp_path: Path, folder: Path) -> None:
 
 
 def test_add_shows_progress_on_a_terminal_only(tmp_path: Path, folder: Path) -> None:
-    import pty
-
     f = tmp_path / "big"
     f.write_bytes(os.urandom(3 * 1024 * 1024))
     piped = dosfs("add", str(folder), str(f))
     assert piped.returncode == 0 and "Adding" not in piped.stderr  # no bar into a pipe or log
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([*DOSFS, "add", str(folder), str(f)], stdout=secondary,
-                            stderr=secondary, stdin=subprocess.DEVNULL)
-    os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # EIO: the other side closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(primary)
-    assert proc.wait(timeout=60) == 0
+    status, seen = on_a_terminal([*DOSFS, "add", str(folder), str(f)])
+    assert status == 0
     assert b"Adding" in seen and b"100%" in seen, seen
 
 
@@ -230,24 +216,9 @@ def test_mount_options_of_fstab_and_fuse(tmp_path: Path, folder: Path) -> None:
 
 
 def test_an_empty_stage_ends_at_100_percent(folder: Path) -> None:
-    import pty
-
     for command in ("validate", "pack"):
-        primary, secondary = pty.openpty()
-        proc = subprocess.Popen([*DOSFS, command, str(folder)], stdout=secondary,
-                                stderr=secondary, stdin=subprocess.DEVNULL)
-        os.close(secondary)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the other side closed
-                break
-            if not chunk:
-                break
-            seen += chunk
-        os.close(primary)
-        assert proc.wait(timeout=60) == 0
+        status, seen = on_a_terminal([*DOSFS, command, str(folder)])
+        assert status == 0
         assert b"%" in seen and seen.rsplit(b"%", 1)[0].endswith(b"100"), (command, seen)
 
 

@@ -5,7 +5,6 @@ credentials file come as -o endpoint=,profile=,credentials_file=), and pull's pr
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from dosfs.container import Container
 from dosfs.remote.push import push
 from tests.fs.conftest import DOSFS, Mounted
 from tests.remote.conftest import S3Server
+from tests.terminal import on_a_terminal
 
 
 def test_endpoint_profile_and_credentials_file_as_mount_options(
@@ -42,21 +42,7 @@ def test_endpoint_profile_and_credentials_file_as_mount_options(
 
 
 def _on_a_terminal(*args: str) -> tuple[int, bytes]:
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([*DOSFS, *args], stdout=secondary, stderr=secondary,
-                            stdin=subprocess.DEVNULL)
-    os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # EIO: the other side closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(primary)
-    return proc.wait(timeout=120), seen
+    return on_a_terminal([*DOSFS, *args])
 
 
 def test_pull_draws_a_progress_bar_on_a_terminal_only(
