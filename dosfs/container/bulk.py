@@ -24,7 +24,8 @@ from dosfs.container import loose as _loose
 from dosfs.container.config import Layout
 from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject
-from dosfs.container.index import FullRow, Index
+from dosfs.container.index import FullRow
+from dosfs.container.index_contract import IndexAPI
 from dosfs.container.meta import ObjectMeta, ObjectType, missing_meta, new_meta
 from dosfs.container.packstore import PackSource
 from dosfs.container.readers import (
@@ -173,7 +174,7 @@ def _read_group(
 
 
 # -- listing ---------------------------------------------------------------------------------------
-def iter_hashkeys(layout: Layout, index: Index, after: str | None = None) -> Iterator[str]:
+def iter_hashkeys(layout: Layout, index: IndexAPI, after: str | None = None) -> Iterator[str]:
     """Ascending keys of loose ∪ packed objects, each once, strictly greater than `after`."""
     if after is not None and not isinstance(after, str):
         raise TypeError("after must be a string or None")
@@ -265,7 +266,7 @@ def streams_and_meta(
 
 
 def iter_entries(
-    layout: Layout, index: Index, after: str | None = None
+    layout: Layout, index: IndexAPI, after: str | None = None
 ) -> Iterator[tuple[str, int, int | None]]:
     """(hashkey, size, index row id or None for loose) of every object once, ascending,
     strictly after `after`: the listing iter_hashkeys gives, with what `ls -l` needs."""
@@ -291,7 +292,7 @@ def iter_entries(
 
 def _merge_sized(
     layout: Layout,
-    index: Index,
+    index: IndexAPI,
     loose_sorted: list[str],
     packed: Iterator[tuple[str, int, int]],
 ) -> Iterator[tuple[str, int, int | None]]:
@@ -326,13 +327,13 @@ def _merge_sized(
 MIN_PREFIX = 8
 
 
-def resolve_prefix(layout: Layout, index: Index, prefix: str) -> str | None:
+def resolve_prefix(layout: Layout, index: IndexAPI, prefix: str) -> str | None:
     """The one key (loose or packed) that starts with `prefix`, or None (none, or ambiguous)."""
     found = keys_with_prefix(layout, index, prefix)
     return found[0] if len(found) == 1 else None
 
 
-def keys_with_prefix(layout: Layout, index: Index, prefix: str) -> list[str]:
+def keys_with_prefix(layout: Layout, index: IndexAPI, prefix: str) -> list[str]:
     """The keys (loose or packed) that start with `prefix` (at least MIN_PREFIX lowercase hex
     digits, shorter than a key), sorted; at most 2 of the packed ones (enough to tell one from
     several). Empty for a prefix that is not one."""
@@ -350,7 +351,7 @@ def keys_with_prefix(layout: Layout, index: Index, prefix: str) -> list[str]:
     return sorted(found)
 
 
-def entry_by_id(index: Index, rowid: int) -> tuple[str, int] | None:
+def entry_by_id(index: IndexAPI, rowid: int) -> tuple[str, int] | None:
     """(hashkey, size) of the packed object with this index row id, or None."""
     row = index.by_id(rowid)
     return None if row is None else (row[7], row[1])

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from dosfs.container import bulk, compat, loose, maintenance, packing, repack, stats, validate
+from dosfs.container.changes import Changes, Watermark, take_changes
 from dosfs.container.config import ContainerConfig, Layout, create_container, read_config
-from dosfs.container.index import Index
+from dosfs.container.index_contract import IndexAPI
 from dosfs.container.locks import ContainerLock
 from dosfs.container.meta import (
     MISSING_META,
@@ -54,13 +55,16 @@ class Container(ServerAPI, DiskObjectstorePaths):
         *,
         index_cache_kib: int = 8192,
         pack_store: Callable[[Layout], PackStore] | None = None,
+        index: Callable[[Layout], IndexAPI] | None = None,
     ) -> None:
         """`index_cache_kib`: SQLite page cache per reading thread; long-running services with
         many threads (the FUSE daemon) want it small, batch jobs large. `pack_store`: makes
-        the source of pack bytes for this container's layout (default: its packs/ files)."""
+        the source of pack bytes for this container's layout (default: its packs/ files), `index`
+        the index (default: its packs.idx; see index_contract.py)."""
         self._folder = Path(folder).absolute()
         self._index_cache_kib = index_cache_kib
         self._pack_store = pack_store
+        self._index_factory = index
         self._parts: Parts | None = None
         self._load_lock = threading.Lock()
 
@@ -68,10 +72,14 @@ class Container(ServerAPI, DiskObjectstorePaths):
     def _load(self) -> Parts:
         with self._load_lock:
             if self._parts is None:
-                store = None
-                if self._pack_store is not None:
-                    store = self._pack_store(Layout(self._folder, read_config(self._folder)))
-                self._parts = open_parts(self._folder, self._index_cache_kib, store)
+                store = index = None
+                if self._pack_store is not None or self._index_factory is not None:
+                    layout = Layout(self._folder, read_config(self._folder))
+                    if self._pack_store is not None:
+                        store = self._pack_store(layout)
+                    if self._index_factory is not None:
+                        index = self._index_factory(layout)
+                self._parts = open_parts(self._folder, self._index_cache_kib, store, index)
             return self._parts
 
     @property
@@ -90,7 +98,7 @@ class Container(ServerAPI, DiskObjectstorePaths):
         return self.parts.layout
 
     @property
-    def index(self) -> Index:
+    def index(self) -> IndexAPI:
         return self.parts.index
 
     @property
@@ -414,6 +422,12 @@ class Container(ServerAPI, DiskObjectstorePaths):
     def validate_report(self, callback: Callback | None = None) -> ValidationReport:
         """Re-hash every object and check the packs; errors, warnings and counters."""
         return validate.validate(self.parts, callback=callback)
+
+    def changes(self, since: Watermark | None, keys: Iterable[str] = ()) -> Changes:
+        """Pinned packs and the index rows added since `since`, in O(change) when nothing was
+        removed or moved (changes.py); `keys` are checked for rows in the same read."""
+        parts = self.parts
+        return take_changes(parts.layout, parts.packs.store.list_ids, since, keys)
 
     def snapshot(self, index_path: str) -> Snapshot:
         """The storage as it is now, for publishing or inspecting it whole: every pack file

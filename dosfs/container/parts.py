@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dosfs.container.config import Layout, read_config
 from dosfs.container.index import Index
+from dosfs.container.index_contract import IndexAPI
 from dosfs.container.locks import ContainerLock
 from dosfs.container.packs import PackChooser
 from dosfs.container.packstore import LocalPackStore, PackCache, PackStore
@@ -23,7 +24,7 @@ from dosfs.container.restarts import RestartIndex
 @dataclass(frozen=True, eq=False, slots=True)
 class Parts:
     layout: Layout
-    index: Index
+    index: IndexAPI
     packs: PackCache
     resolver: Resolver
     lock: ContainerLock
@@ -41,11 +42,17 @@ class Parts:
         self.restarts.close()
 
 
-def open_parts(folder: Path, index_cache_kib: int = 8192, store: PackStore | None = None) -> Parts:
+def open_parts(
+    folder: Path,
+    index_cache_kib: int = 8192,
+    store: PackStore | None = None,
+    index: IndexAPI | None = None,
+) -> Parts:
     """Read config.json (NotInitialised unless `folder` is a container) and build the parts;
-    `store` replaces the local pack files as the source of pack bytes."""
+    `store` replaces the local pack files as the source of pack bytes, `index` packs.idx."""
     layout = Layout(folder, read_config(folder))
-    index = Index(layout.index, index_cache_kib)
+    if index is None:
+        index = Index(layout.index, index_cache_kib)
     packs = PackCache(store if store is not None else LocalPackStore(layout))
     restarts = RestartIndex(str(folder))
     return Parts(

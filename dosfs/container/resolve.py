@@ -19,7 +19,8 @@ from typing import TypeVar
 from dosfs.container.config import Layout
 from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject, NotExistent
-from dosfs.container.index import FullRow, Index, LookupRow
+from dosfs.container.index import FullRow, LookupRow
+from dosfs.container.index_contract import IndexAPI
 from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackCache, PackSource, PinnedFile
 from dosfs.container.readers import (
@@ -63,7 +64,7 @@ class Resolver:
     __slots__ = ("layout", "index", "packs", "hash_type", "_loose_path", "restarts")
 
     def __init__(
-        self, layout: Layout, index: Index, packs: PackCache, restarts: RestartIndex
+        self, layout: Layout, index: IndexAPI, packs: PackCache, restarts: RestartIndex
     ) -> None:
         self.layout = layout
         self.index = index

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dosfs.container.config import Layout
@@ -56,6 +56,16 @@ class IndexCopy:
         try:
             sql = "SELECT pack_id, MAX(offset + length) FROM db_object GROUP BY pack_id"
             return {int(p): int(end) for p, end in db.execute(sql)}
+        finally:
+            db.close()
+
+    def iter_rows(self) -> Iterator[tuple[str, int, int, int, int, int]]:
+        """Every row (hashkey, compressed, size, offset, length, pack_id) in key order."""
+        db = self._connect()
+        try:
+            yield from db.execute(
+                "SELECT hashkey, compressed, size, offset, length, pack_id FROM db_object "
+                "ORDER BY hashkey")
         finally:
             db.close()
 

@@ -1,5 +1,7 @@
-"""One published generation opened for reading: its index snapshot fetched into a private
-folder, and a dosfs Container over it whose pack store is remote.
+"""One published generation opened for reading: a dosfs Container whose pack store is remote
+and whose index is the generation's tables read on demand (remote/tableindex.py), or, for a
+generation published before tables existed (format 1), its index snapshot fetched whole into a
+private folder.
 
 Why a Container: resolve, streams, bulk reads and verification are then the same code as for a
 local container (the engine's readers never fork into a remote copy). RemoteContainer opens one
@@ -21,6 +23,7 @@ from dosfs.container import Container
 from dosfs.remote.cache import ExtentCache
 from dosfs.remote.layout import Generation, remote_error
 from dosfs.remote.packstore import FetchPool, RemotePackStore
+from dosfs.remote.tableindex import TableIndex
 from dosfs.remote.url import RemoteError, RemoteURL
 
 #: SQLite page cache per connection of a generation's index (KiB), as the local daemon's
@@ -45,14 +48,25 @@ class OpenGeneration:
         self.number = generation.number
         self._tmp = tempfile.mkdtemp(prefix=f"dosfs-remote-{generation.number}-")
         folder = Path(self._tmp) / "container"
+        self.packs = RemotePackStore(store, url, generation, cache, timeout=timeout, pool=pool)
+        self.index: TableIndex | None = None
         try:
-            _fetch_index(store, url, generation, folder)
+            _make_folder(generation, folder)
+            if generation.tables:  # opened here, not on first use: it may wait on the server
+                self.index = TableIndex(generation, self.packs)
+            else:
+                _fetch_index(store, url, generation, folder)
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
-        self.packs = RemotePackStore(store, url, generation, cache, timeout=timeout, pool=pool)
+        index = self.index
         kwargs = {} if index_cache_kib is None else {"index_cache_kib": index_cache_kib}
-        self.container = Container(folder, pack_store=lambda _layout: self.packs, **kwargs)
+        self.container = Container(
+            folder,
+            pack_store=lambda _layout: self.packs,
+            index=None if index is None else (lambda _layout: index),
+            **kwargs,
+        )
 
     def close(self) -> None:
         try:
@@ -61,10 +75,13 @@ class OpenGeneration:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _fetch_index(store: S3Store, url: RemoteURL, generation: Generation, folder: Path) -> None:
+def _make_folder(generation: Generation, folder: Path) -> None:
     for sub in ("loose", "packs", "sandbox", "duplicates"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(generation.config))
+
+
+def _fetch_index(store: S3Store, url: RemoteURL, generation: Generation, folder: Path) -> None:
     # Streamed and inflated piece by piece: the snapshot is ~100 B per object zlib'ed (94 MiB
     # at 10^6), and holding it whole (blob, copy, inflated) cost 530 MiB per 10^6 objects.
     inflate = zlib.decompressobj()

@@ -3,7 +3,8 @@ generations, and HEAD, the one object that is ever overwritten, written last.
 
     PREFIX/HEAD                         {"format": 1, "generation": N}
     PREFIX/generations/<N>.json         the generation: config, packs -> segments, index key
-    PREFIX/generations/<N>-<token>.idx  zlib'ed SQLite snapshot of packs.idx (plus loose rows)
+    PREFIX/generations/<N>-<token>.idx  zlib'ed SQLite snapshot of packs.idx (format 1 only)
+    PREFIX/index/<sha256>.tbl           an index table (format 2: a base and runs, table.py)
     PREFIX/segments/<cid>/<pack>-<ino>-<start>-<end>   bytes [start, end) of a local pack
     PREFIX/segments/<cid>/loose-<sha256>             the loose objects, concatenated
 """
@@ -18,9 +19,12 @@ import obstore
 from obstore.store import S3Store
 
 from dosfs.remote.errors import remote_error as remote_error  # the one mapping
+from dosfs.remote.table import TableRef
 from dosfs.remote.url import RemoteError, RemoteURL
 
+#: generations with an SQLite snapshot as their index (`index`), and with index tables
 FORMAT = 1
+FORMAT_TABLES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +47,21 @@ class Generation:
     #: before these fields existed (readers then count the snapshot's rows)
     objects: int | None = None
     size: int | None = None
+    #: format 2: the index tables, oldest first (a base, then runs: remote/table.py), the sum
+    #: of the rows' lengths, and push's watermark (what it published of the local index)
+    tables: tuple[TableRef, ...] = ()
+    lengths: int | None = None
+    watermark: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        extra = {} if self.objects is None else {"objects": self.objects, "bytes": self.size}
+        extra: dict[str, Any] = (
+            {} if self.objects is None else {"objects": self.objects, "bytes": self.size})
+        if self.tables:
+            extra["tables"] = [t.to_json() for t in self.tables]
+            extra["lengths"] = self.lengths
+            extra["watermark"] = self.watermark
         return {
-            "format": FORMAT,
+            "format": FORMAT_TABLES if self.tables else FORMAT,
             "generation": self.number,
             "created": self.created,
             "config": self.config,
@@ -61,7 +75,7 @@ class Generation:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Generation:
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (FORMAT, FORMAT_TABLES):
             raise RemoteError(f"unknown remote format {data.get('format')!r}")
         return cls(
             number=int(data["generation"]),
@@ -76,10 +90,17 @@ class Generation:
             rows_digest=str(data.get("rows_digest", "")),
             objects=None if data.get("objects") is None else int(data["objects"]),
             size=None if data.get("bytes") is None else int(data["bytes"]),
+            tables=tuple(TableRef.from_json(t) for t in data.get("tables", [])),
+            lengths=None if data.get("lengths") is None else int(data["lengths"]),
+            watermark=data.get("watermark"),
         )
 
     def segment_keys(self) -> set[str]:
         return {s.key for segs in self.packs.values() for s in segs}
+
+    def index_keys(self) -> set[str]:
+        """The keys of its index: the tables, or the SQLite snapshot."""
+        return {t.key for t in self.tables} if self.tables else {self.index_key}
 
 
 def generation_key(n: int, ext: str, token: str = "") -> str:

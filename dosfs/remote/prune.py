@@ -1,6 +1,6 @@
 """Pruning: generations replaced more than the grace period ago (never the current one or the
-one before), then segments that no kept generation names and that are older than the grace
-period, so a mount that opened an old generation keeps reading it for at least `grace` seconds
+one before), then segments and index tables that no kept generation names and that are older
+than the grace period, so a mount that opened an old generation keeps reading it for at least `grace` seconds
 after a newer one was published (the clock starts when a generation stops being the newest,
 i.e. at its successor's creation, not at its own).
 
@@ -72,15 +72,17 @@ def prune(store: S3Store, url: RemoteURL, current: Generation, grace: float) -> 
     p = plan(store, url, current, grace, now)
     gone = set(p.doomed)
     doomed = [m["path"] for m in p.listed if generation_number(m["path"]) in gone]
-    wanted = {url.key(k) for g in p.keep for k in g.segment_keys()}
+    wanted = {url.key(k) for g in p.keep for k in g.segment_keys() | g.index_keys()}
     wanted |= {k + ".rows" for k in wanted if "/loose-" in k}  # their manifests
-    for batch in obstore.list(store, prefix=url.key("segments/")):
-        for m in batch:
-            age = now - m["last_modified"].timestamp()
-            if m["path"] not in wanted and age >= grace:
-                doomed.append(m["path"])
+    for folder in ("segments/", "index/"):  # index tables are shared by generations too
+        for batch in obstore.list(store, prefix=url.key(folder)):
+            for m in batch:
+                age = now - m["last_modified"].timestamp()
+                if m["path"] not in wanted and age >= grace:
+                    doomed.append(m["path"])
     existing = {m["path"] for m in p.listed}
-    doomed = [d for d in doomed if d in existing or "/segments/" in f"/{d}"]
+    doomed = [d for d in doomed if d in existing or d.startswith(
+        (url.key("segments/"), url.key("index/")))]
     if doomed:
         obstore.delete(store, doomed)
     return len(doomed)

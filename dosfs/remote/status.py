@@ -4,8 +4,8 @@ listing names, its JSON (to say which ones a prune would delete now, with HEAD a
 a prune runs after each push that publishes).
 
 The object count comes from the generation JSON (`objects`, written by push since it exists);
-for an older generation without it, the index snapshot is fetched, inflated into a temporary
-file and its rows counted (one GET of the snapshot; `objects_from` says which way was used)."""
+for an older generation without it, the index is read and its rows counted (`objects_from`
+says which way was used)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,22 @@ class RemoteStatus:
 
 
 def _count_rows(store: S3Store, url: RemoteURL, gen: Generation) -> tuple[int, int]:
-    """(rows, sum of sizes) of the generation's index snapshot, streamed to a temporary file."""
+    """(rows, sum of sizes) of the generation's index: its tables read through (format 2), or
+    its snapshot streamed to a temporary file (format 1)."""
+    if gen.tables:
+        from dosfs.remote.cache import ExtentCache
+        from dosfs.remote.packstore import RemotePackStore
+        from dosfs.remote.tableindex import TableIndex
+
+        packs = RemotePackStore(store, url, gen, ExtentCache(32 << 20))
+        try:
+            rows = size = 0
+            for _h, s, _id in TableIndex(gen, packs).iter_sized():
+                rows += 1
+                size += s
+            return rows, size
+        finally:
+            packs.pool.close()
     inflate = zlib.decompressobj()
     with tempfile.TemporaryDirectory(prefix="dosfs-status-") as tmp:
         path = os.path.join(tmp, "packs.idx")

@@ -20,6 +20,7 @@ import pytest
 from dosfs.container import Container
 from dosfs.remote.layout import generation_key
 from dosfs.remote.push import push
+from tests.remote.legacy import downgrade
 from dosfs.remote.status import status
 from dosfs.remote.url import RemoteError
 from tests.remote.conftest import S3Server
@@ -89,12 +90,17 @@ def test_status_after_one_and_two_pushes(tmp_path: Path, bucket: str, aws_env: N
 def test_older_generation_without_counts(
     tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server
 ) -> None:
-    """Generations written before `objects`/`bytes` existed: the snapshot's rows are counted."""
+    """Generations written before `objects`/`bytes` existed (format 1, a SQLite snapshot as the
+    index): the snapshot's rows are counted."""
     folder = tmp_path / "c"
     _container(folder, n=50)
+    with Container(folder) as c:
+        c.pack_all_loose()
+        c.clean_storage()
     target = f"s3://{bucket}/old"
     push(folder, target)
     store = s3_server.store(bucket)
+    downgrade(store, "old", folder, 1)
     key = f"old/{generation_key(1, 'json')}"
     data = json.loads(bytes(obstore.get(store, key).bytes()))
     counted = status(target)
