@@ -116,6 +116,13 @@ class EngineLike(Protocol):
     @property
     def folder(self) -> Path: ...
 
+    @property
+    def index_may_block(self) -> bool:
+        """Whether a lookup may wait on a server (an index read on demand): the mount then
+        asks inside packstore.local_only() on its loop and moves to a network worker when the
+        answer is not local (fs/byhash.py)."""
+        ...
+
     def is_valid_hashkey(self, name: str) -> bool: ...
 
     def get_object_meta(self, hashkey: str) -> ObjectMeta: ...

@@ -84,6 +84,8 @@ class ServerAPI:
 
     #: a local container is read live: there is nothing to switch to (dosfs.engine)
     refreshable = False
+    #: its index is a local file: a lookup never waits on a server (dosfs.engine)
+    index_may_block = False
 
     def refresh(self) -> bool:
         return False

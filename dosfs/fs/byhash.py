@@ -25,8 +25,8 @@ import pyfuse3
 import trio
 
 from dosfs.container import verify as _verify
-from dosfs.container.errors import CorruptObject
-from dosfs.container.packstore import Unavailable
+from dosfs.container.errors import CorruptObject, NotExistent
+from dosfs.container.packstore import Unavailable, WouldBlock, local_only
 from dosfs.engine import EngineLike, VerifierLike
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
@@ -96,6 +96,8 @@ class ByHash:
     ) -> None:
         self.engine = engine
         self.entry = engine.entry_recent  # bound once: the lookup hot path
+        #: lookups may wait on a server (an s3 mount): see lookup_waiting
+        self.index_may_block = engine.index_may_block
         #: set by lookups while the engine holds a read snapshot for them (snapshot_keeper)
         self.snapshot_used = trio.Event()
         self.hash_length = engine.hash_length
@@ -130,6 +132,30 @@ class ByHash:
         node = self.table.object_node(hashkey, size)
         self.remember(node)
         return self.attrs.object(node.ino, size)
+
+    async def lookup_waiting(self, name: bytes) -> pyfuse3.EntryAttributes:
+        """lookup() on an engine whose index may wait on a server: answered on the loop when
+        the index pages it needs are here, else fetched first on a network worker (under the
+        request's deadline) and then answered on the loop, so the loop never waits and the
+        inode table is only touched there."""
+        try:
+            with local_only():
+                return self.lookup(name)
+        except WouldBlock:
+            pass
+        await self.offload.wait_network(self._warm_name, name)
+        return self.lookup(name)
+
+    def _warm_name(self, name: bytes) -> None:
+        """The engine calls lookup(name) makes, for their side effect: pages fetched."""
+        key = name.decode("ascii", "replace")
+        try:
+            if len(name) == self.hash_length:
+                self.engine.entry(key)
+            else:
+                self.engine.resolve_prefix(key)
+        except NotExistent:
+            pass  # lookup() says ENOENT
 
     async def snapshot_keeper(self) -> None:
         """Ends the engine's lookup snapshot SNAPSHOT_IDLE after the lookups that used it (it
@@ -197,6 +223,19 @@ class ByHash:
             reader = self.engine.open_object(node.hashkey)
         trusted = not self.verify or self.verdicts.get(node.ino) is True
         return ReadHandle(reader, reader.hashkey, node.ino, trusted)
+
+    async def open_waiting(self, node: ObjectNode | PackedRef) -> ReadHandle:
+        """open() on an engine whose index may wait on a server (as lookup_waiting)."""
+        try:
+            with local_only():
+                return self.open(node)
+        except WouldBlock:
+            pass
+        if isinstance(node, ObjectNode):
+            await self.offload.wait_network(self._warm_name, node.hashkey.encode())
+        else:
+            await self.offload.wait_network(self.engine.entry_by_id, node.rowid)
+        return self.open(node)
 
     def open_committed(self, hashkey: str) -> ReadHandle:
         """A read handle of an object the mount just committed (and so hashed itself)."""
@@ -366,14 +405,15 @@ class ByHash:
         pending = handle.prefetch
         handle.prefetch = None
         if pending is None or handle.prefetch_after != handle.after:
-            pending = self.offload.submit(self._fetch, handle.after)
+            pending = self.offload.submit(self._fetch, handle.after,
+                                          network=self.index_may_block)
         items, last, exhausted = await pending.result()
         handle.items = items
         handle.index = 0
         handle.after = last
         handle.exhausted = exhausted
         if not exhausted:
-            handle.prefetch = self.offload.submit(self._fetch, last)
+            handle.prefetch = self.offload.submit(self._fetch, last, network=self.index_may_block)
             handle.prefetch_after = last
 
     def _fetch(self, after: str | None) -> tuple[list[ListingEntry], str | None, bool]:

@@ -47,6 +47,11 @@ def _by(when: float | None, reader: ObjectReaderLike, offset: int, size: int) ->
         return reader.pread(offset, size)
 
 
+def _within(when: float | None, fn: Callable[..., T], *args: Any) -> T:
+    with deadline(when):
+        return fn(*args)
+
+
 class Offload:
     """The worker pools and the policy of what goes where."""
 
@@ -73,9 +78,17 @@ class Offload:
         result: T = await self.network.run(fn, *args)
         return result
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
-        """Start `fn` in a worker now, await its result later."""
-        return self.pool.submit(fn, *args)
+    async def wait_network(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn` on the network pool under one deadline (the timeout from now): a call that
+        may fetch from a server, e.g. an index lookup of an s3 mount."""
+        when = None if self.timeout is None else time.monotonic() + self.timeout
+        result: T = await self.network.run(_within, when, fn, *args)
+        return result
+
+    def submit(self, fn: Callable[..., Any], *args: Any, network: bool = False) -> Pending:
+        """Start `fn` in a worker now (on the network pool if it may wait on a server), await
+        its result later."""
+        return (self.network if network else self.pool).submit(fn, *args)
 
     async def read(self, reader: ObjectReaderLike, offset: int, size: int) -> bytes:
         if not reader.may_block:

@@ -164,6 +164,8 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         if parent_inode == BY_HASH_INODE and name != b"." and name != b"..":
+            if self.by_hash.index_may_block:  # an s3 mount: the index is read on demand
+                return await self.by_hash.lookup_waiting(name)
             return self.by_hash.lookup(name)  # the hot path: one index round trip
         parent = self.table.get(parent_inode)
         views = self.views
@@ -305,6 +307,8 @@ class Operations(pyfuse3.Operations):
         if isinstance(node, ObjectNode | PackedRef):
             if writing:
                 raise fuse_error(errno.EROFS)
+            if self.by_hash.index_may_block:
+                return self._object_info(await self.by_hash.open_waiting(node))
             return self._object_info(self.by_hash.open(node))
         if isinstance(node, IncomingFile):
             opened = await self.inc.open(node, writing)

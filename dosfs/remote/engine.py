@@ -83,6 +83,8 @@ class RemoteEngine:
 
     #: new generations are published: refresh() looks for them (dosfs.engine)
     refreshable = True
+    #: a generation's index tables are read on demand (remote/tableindex.py)
+    index_may_block = True
 
     def refresh(self) -> bool:
         """Switch to a newer published generation if there is one; True when it switched.

@@ -1,8 +1,8 @@
 """Pruning: generations replaced more than the grace period ago (never the current one or the
 one before), then segments and index tables that no kept generation names and that are older
-than the grace period, so a mount that opened an old generation keeps reading it for at least `grace` seconds
-after a newer one was published (the clock starts when a generation stops being the newest,
-i.e. at its successor's creation, not at its own).
+than the grace period, so a mount that opened an old generation keeps reading it for at least
+`grace` seconds after a newer one was published (the clock starts when a generation stops being
+the newest, i.e. at its successor's creation, not at its own).
 
 `plan` says what would go without deleting anything (`dosfs status s3://…` shows it)."""
 

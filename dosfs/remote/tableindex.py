@@ -6,8 +6,10 @@ the one in the newest table that holds it, and a tombstone there means "gone". S
 fetched whole when the generation opens (verified by their names) and merged into one in-memory
 layer; big ones are read page by page: a cold lookup costs one fan-out page and one bucket, each a
 ranged GET of a few KiB through the extent cache (bounded, on disk for a mount) and verified by
-its crc before any of its rows is used. Row ids (the mount's inode numbers) are positions: a
-layer's records are numbered after the layers below it.
+its crc before any of its rows is used. Row ids are positions (a layer's records numbered after
+the layers below it) from FIRST_ID on: above any id the mount turns into an inode number, so an
+s3 mount numbers objects by their names, and an inode stays the same object when the mount
+switches to a newer generation (where positions differ).
 
 Reads may wait on the network, and follow the pack store's rules: inside `local_only()` (the FUSE
 loop) only cached bytes are used and anything else is WouldBlock (the fetch started first).
@@ -40,6 +42,8 @@ SCAN_BUCKETS = 64
 MANY_CHUNK = 1024
 #: the stamp of every row: a generation never changes
 STAMP = 0
+#: the row id of the first record (see the module docstring)
+FIRST_ID = 1 << 40
 
 Found = tuple[tb.Row | None, int]  # a row (None: a tombstone) and its position in its layer
 
@@ -199,7 +203,7 @@ class TableIndex:
         for layer in self.layers:
             if isinstance(layer, _Overlay):
                 layer.seal()
-        self._first_id = [1]  # row id of each layer's first record
+        self._first_id = [FIRST_ID]  # row id of each layer's first record
         for layer in self.layers:
             self._first_id.append(self._first_id[-1] + layer.size)
 

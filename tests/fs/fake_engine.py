@@ -118,6 +118,7 @@ class FakeStaged:
 
 class FakeEngine:
     hash_length = 64
+    index_may_block = False  # in memory
     hash_type = "sha256"
 
     def __init__(self, folder: Path | str = "/") -> None:

@@ -20,7 +20,7 @@ def downgrade(store: Any, prefix: str, folder: Path, number: int) -> None:
     """Rewrite generation `number` under `prefix` as format 1 (its tables stay, unnamed)."""
     key = f"{prefix}/{generation_key(number, 'json')}"
     data = json.loads(bytes(obstore.get(store, key).bytes()))
-    for pid, segs in data["packs"].items():
+    for segs in data["packs"].values():
         assert all("/loose-" not in s[0] for s in segs), "pack the container first"
     copy = folder.parent / f"{folder.name}-legacy.idx"
     source = sqlite3.connect(f"file:{folder / 'packs.idx'}?mode=ro", uri=True)

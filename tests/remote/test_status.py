@@ -20,10 +20,10 @@ import pytest
 from dosfs.container import Container
 from dosfs.remote.layout import generation_key
 from dosfs.remote.push import push
-from tests.remote.legacy import downgrade
 from dosfs.remote.status import status
 from dosfs.remote.url import RemoteError
 from tests.remote.conftest import S3Server
+from tests.remote.legacy import downgrade
 
 DOSFS = [sys.executable, "-m", "dosfs.cli"]
 
