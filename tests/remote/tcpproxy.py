@@ -2,7 +2,10 @@
 faults (a server that refuses, one that accepts and never answers) without a fake S3. Bytes are
 forwarded unchanged in mode "pass"; "refuse" closes every connection at once; "hang" holds them
 open and silent. Changing the mode cuts the connections already open (a client's pooled
-keep-alive connections must not bypass the fault)."""
+keep-alive connections must not bypass the fault).
+
+It also counts what crosses it (`down`: bytes to the client, `up`: bytes to the server,
+`requests`: HTTP request lines sent up), so tests measure a client's traffic on the wire."""
 
 from __future__ import annotations
 
@@ -23,7 +26,13 @@ class FaultProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.down = self.up = self.requests = 0
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def counts(self) -> tuple[int, int, int]:
+        """(bytes down, bytes up, requests) so far."""
+        with self._lock:
+            return self.down, self.up, self.requests
 
     def set_mode(self, mode: str) -> None:
         assert mode in ("pass", "refuse", "hang")
@@ -60,14 +69,21 @@ class FaultProxy:
             server.settimeout(None)
             with self._lock:
                 self._open.add(server)
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        tail = b""
         try:
             while data := src.recv(1 << 16):
                 dst.sendall(data)
+                with self._lock:
+                    if up:
+                        self.up += len(data)
+                        self.requests += (tail + data).count(b" HTTP/1.1\r\n")
+                        tail = data[-10:]
+                    else:
+                        self.down += len(data)
         except OSError:
             pass
         finally:
