@@ -1,15 +1,18 @@
-"""push: publish a consistent snapshot of a local container as a new generation.
+"""push: publish a local container as a new generation, sending what changed since the last.
 
-Why it is safe while the container is in use: pack files are opened first, then packs.idx is
-copied with SQLite's backup API (one consistent read), then each opened pack is checked to be
-still the current file (a repack moves rows away before it replaces a file, so a file that did
-not change around the snapshot holds every row the snapshot names). Loose objects are read
-through the container's read protocol (a packer may move them meanwhile).
+What it reads: when nothing was removed or moved since its last generation, only the index rows
+added since then (container/changes.py: O(change), pack files pinned around one read
+transaction), which go up as one index run with rows for new loose objects and tombstones for
+loose objects that went (remote/index_publish.py); otherwise a consistent copy of the whole
+index (pack files opened first, packs.idx copied with SQLite's backup API, each pinned file then
+checked to be still in place: a repack moves rows away before it replaces a file), which goes up
+as a new base. Loose objects are read through the container's read protocol (a packer may move
+them meanwhile).
 
 Why it survives a kill: segment names are derived from what they hold (pack, inode, range; or
-the hash of a set of loose objects, whose manifest is written after the segment), so the next
-push finds what is already up by listing and sends the rest; the generation's objects go up
-before HEAD, which is written last.
+the hash of a set of loose objects, whose manifest is written after the segment) and index
+tables are named by their content, so the next push finds what is already up and sends the
+rest; the generation's objects go up before HEAD, which is written last.
 """
 
 from __future__ import annotations
@@ -204,7 +207,6 @@ class _Push:
 
     def publish_all(self, snap: Snapshot, mark: Watermark, loose: list[str]) -> PushReport:
         """Everything: a new base of every row, no runs."""
-        self.report = PushReport(generation=self.report.generation, objects=0)
         packs, local, uploads = self._plan_packs(snap.index.pack_ends(), snap.packs)
         loose_segs, _before = self._loose(loose, packs)
         self._upload(uploads)
@@ -267,6 +269,7 @@ class _Push:
                             chunk_size=CHUNK, max_concurrency=CONCURRENCY)
             except Exception as exc:
                 raise remote_error(exc, self.url) from exc
+            existing.add(self.url.key(key))  # a second plan in this push skips it
             self.report.uploaded_bytes += end - start
             self.report.uploaded_objects += 1
             done += end - start
@@ -420,6 +423,7 @@ def loose_segments(
             obstore.put(store, url.key(key), content(), chunk_size=CHUNK,
                         max_concurrency=CONCURRENCY)
             obstore.put(store, url.key(key + ".rows"), json.dumps({"rows": members}).encode())
+            existing().add(url.key(key))  # a second plan in this push finds it whole
         except (NotExistent, CorruptObject):
             raise
         except Exception as exc:

@@ -225,3 +225,34 @@ def test_a_format_1_generation_reads_and_the_next_push_upgrades_it(
     gen = _generation(store, "old")
     assert gen.number == 2 and len(gen.tables) == 1 and gen.objects == 220
     _check_reads(target, objects)
+
+
+def test_prune_keeps_exactly_the_tables_kept_generations_name(
+    tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server
+) -> None:
+    folder = tmp_path / "c"
+    objects = _container(folder, 100)
+    target = f"s3://{bucket}/pr"
+    store = s3_server.store(bucket)
+    push(folder, target, grace=0)
+    for i in range(3):  # runs on the first base
+        objects |= _container(folder, 5, seed=30 + i)
+        push(folder, target, grace=0)
+    with Container(folder) as c:  # a new base, then a run on it
+        victim = sorted(objects)[0]
+        c.delete_objects([victim])
+        c.repack()
+    del objects[victim]
+    push(folder, target, grace=0)
+    objects |= _container(folder, 5, seed=40)
+    push(folder, target, grace=0)
+    listed = [m["path"] for batch in obstore.list(store, prefix="pr/") for m in batch]
+    tables = {p.removeprefix("pr/") for p in listed if p.startswith("pr/index/")}
+    gens = [p for p in listed if p.startswith("pr/generations/") and p.endswith(".json")]
+    assert len(gens) == 2  # the current one and the one before
+    named = set()
+    for key in gens:
+        gen = Generation.from_json(json.loads(bytes(obstore.get(store, key).bytes())))
+        named |= {t.key for t in gen.tables}
+    assert tables == named and len(named) == 2  # the new base and its run
+    _check_reads(target, objects, gone=frozenset({victim}))

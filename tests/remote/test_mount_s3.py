@@ -274,8 +274,9 @@ def test_many_readers_while_the_publisher_pushes_and_repacks(
     tmp_path: Path, bucket: str, aws_env: None, mount: Callable[..., Mounted]
 ) -> None:
     """Four reader processes cat objects through the s3 mount while the publisher adds, deletes,
-    repacks and pushes three more generations (refresh=0.2 s): every read that succeeds is
-    byte-exact, and only objects the publisher deleted may vanish."""
+    repacks and pushes five more generations (refresh=0.2 s): new bases (repacks) and runs
+    (loose objects added, a loose one deleted: a tombstone, then packed) in turn. Every read that
+    succeeds is byte-exact, and only objects the publisher deleted may vanish."""
     folder = tmp_path / "c"
     objects: dict[str, bytes] = {}
     with Container(folder) as c:
@@ -307,17 +308,33 @@ def test_many_readers_while_the_publisher_pushes_and_repacks(
                                str(tmp_path / "expected"), str(tmp_path / "stop")],
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
     deleted: set[str] = set()
-    for round_ in range(3):
+    extra: dict[str, bytes] = {}
+    for round_ in range(5):
         with Container(folder) as c:
-            victim = sorted(set(objects) - deleted)[round_]
-            c.delete_objects([victim])
-            deleted.add(victim)
-            c.add_object(os.urandom(1000))
-            c.pack_all_loose()
-            c.clean_storage()
-            c.repack()
-        push(folder, target)
-    wait_for(lambda: "now serving generation 4" in m.log_text(), what="generation 4")
+            if round_ in (0, 4):  # rows move: a new base
+                victim = sorted(set(objects) - deleted)[round_]
+                c.delete_objects([victim])
+                deleted.add(victim)
+                c.add_object(os.urandom(1000))
+                c.pack_all_loose()
+                c.clean_storage()
+                c.repack()
+            elif round_ == 1:  # loose objects: a run
+                for _ in range(3):
+                    data = os.urandom(2000)
+                    extra[c.add_object(data)] = data
+            elif round_ == 2:  # one loose object goes (a tombstone), one packed comes
+                gone = sorted(extra)[0]
+                c.delete_objects([gone])
+                del extra[gone]
+                data = os.urandom(3000)
+                extra[c.add_objects_to_pack([data])[0]] = data
+            else:  # the loose ones get packed: their rows move to a pack (a run)
+                c.pack_all_loose()
+                c.clean_storage()
+        report = push(folder, target)
+        assert not report.unchanged
+    wait_for(lambda: "now serving generation 6" in m.log_text(), what="generation 6")
     (tmp_path / "stop").touch()
     results = [p.communicate(timeout=300)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -326,6 +343,8 @@ def test_many_readers_while_the_publisher_pushes_and_repacks(
     assert {h for r in results for h in r[2:]} <= deleted  # only deleted objects vanish
     for h in set(objects) - deleted:  # everything kept reads back after the last switch
         assert _read(m.by_hash / h) == objects[h]
+    for h, data in extra.items():
+        assert _read(m.by_hash / h) == data
 
 
 def test_dosfs_container_may_name_the_bucket(
