@@ -1,11 +1,13 @@
 """What a host and the publisher move on the wire at 2·10^5 objects (issue 21), counted by a
-forwarder in front of the real gateway: a mount and its first read, a push of 100 new objects,
-and the mount's refresh plus a read of a new object each move at most 2 MiB (the whole index
+forwarder in front of the real gateway: a mount and its first read, a listing of its first
+2000 names, a push of 100 new objects, and the mount's refresh plus a read of a new object each
+move at most 2 MiB (the whole index
 was 18.6 MiB per host and per push before the index was read on demand)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 from collections.abc import Callable
@@ -52,6 +54,13 @@ def test_a_host_and_the_publisher_move_what_is_read_and_what_changed(
         first = _moved(reader, (0, 0, 0))
         assert first <= BUDGET, f"mount + first read moved {first} bytes"
 
+        before = reader.counts()  # a listing pages through the index: the first 2000 names
+        with os.scandir(m.by_hash) as entries:
+            names = [e.name for _i, e in zip(range(2000), entries, strict=False)]
+        assert names == sorted(keys)[:2000]
+        listed = _moved(reader, before)
+        assert listed <= BUDGET, f"listing 2000 names moved {listed} bytes"
+
         monkeypatch.setenv("AWS_ENDPOINT_URL", publisher.endpoint)
         with Container(folder) as c:
             new = c.add_objects_to_pack([rng.randbytes(500) for _ in range(100)])
@@ -69,8 +78,8 @@ def test_a_host_and_the_publisher_move_what_is_read_and_what_changed(
         assert hashlib.sha256(path.read_bytes()).hexdigest() == new[42]
         refreshed = _moved(reader, before)
         assert refreshed <= BUDGET, f"refresh + read of a new object moved {refreshed} bytes"
-        print(f"\non the wire: mount + first read {first} B, push of 100 {pushed} B, "
-              f"refresh + read {refreshed} B")
+        print(f"\non the wire: mount + first read {first} B, 2000 names {listed} B, "
+              f"push of 100 {pushed} B, refresh + read {refreshed} B")
     finally:
         reader.close()
         publisher.close()
