@@ -1,7 +1,5 @@
 """dosfs: a disk-objectstore compatible object store and a FUSE filesystem that mounts it."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from dosfs.container import (
     ClosingNotAllowed,
     CompressMode,
@@ -26,18 +24,20 @@ from dosfs.container import (
 
 
 def __getattr__(name: str) -> object:
-    """RemoteContainer on first use only: `import dosfs` does not load the S3 client."""
+    """RemoteContainer and __version__ on first use only: `import dosfs` loads neither the S3
+    client nor importlib.metadata (50 ms of every process start, the mount's daemon's too)."""
     if name == "RemoteContainer":
         from dosfs.remote.container import RemoteContainer
 
         return RemoteContainer
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("dosfs")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0.0.0+unknown"
     raise AttributeError(f"module 'dosfs' has no attribute {name!r}")
-
-
-try:
-    __version__ = version("dosfs")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "ClosingNotAllowed",

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import click
 
-from dosfs import __version__
 from dosfs.cli import container, mounting, remote
 from dosfs.cli.frame import DosfsGroup, setup_logging
 
 
 @click.group(cls=DosfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="dosfs")
+@click.version_option(package_name="dosfs", prog_name="dosfs")  # read when asked for
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging (anywhere).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Log to this file (the mount daemon too, from its first line).")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from dosfs import __version__
+import dosfs
 
 WIDTH = 78
 #: as the group's context_settings say (click caches the help option of the first context)
@@ -33,7 +33,7 @@ def render(group: click.Group) -> str:
     top = click.Context(group, info_name="dosfs", terminal_width=WIDTH, max_content_width=WIDTH,
                         help_option_names=HELP_NAMES)
     parts = [
-        f'.TH DOSFS 1 "" "dosfs {__version__}" "User Commands"',
+        f'.TH DOSFS 1 "" "dosfs {dosfs.__version__}" "User Commands"',
         ".SH NAME",
         "dosfs \\- a disk-objectstore compatible object store, and a FUSE mount of it",
         ".SH SYNOPSIS",

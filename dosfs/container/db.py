@@ -8,15 +8,16 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import sqlite_utils
-
 log = logging.getLogger("dosfs.container")
 
 BUSY_TIMEOUT_MS = 60_000
 
 
 def create_schema(path: str) -> None:
-    """Create packs.idx (if missing) with the disk-objectstore schema, in WAL mode."""
+    """Create packs.idx (if missing) with the disk-objectstore schema, in WAL mode.
+    (sqlite-utils is imported here: only init needs it, and it costs every process 80 ms.)"""
+    import sqlite_utils
+
     db = sqlite_utils.Database(path)
     try:
         db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
