@@ -26,6 +26,7 @@ from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject
 from dosfs.container.index import FullRow
 from dosfs.container.index_contract import IndexAPI
+from dosfs.container.index_sql import F_HASHKEY, F_LENGTH, F_OFFSET, L_HASHKEY, L_ID, L_SIZE
 from dosfs.container.meta import ObjectMeta, ObjectType, missing_meta, new_meta
 from dosfs.container.packstore import PackSource
 from dosfs.container.readers import (
@@ -103,7 +104,7 @@ def iter_objects(
             if group is not None:
                 source, rows = group
                 if source is None:
-                    yield [(row[0], None, row) for row in rows]
+                    yield [(row[F_HASHKEY], None, row) for row in rows]
                 else:
                     yield from _read_group(resolver, source, rows, hash_type)
             elif loose is not None:
@@ -130,8 +131,8 @@ def _windows(group: list[FullRow]) -> list[tuple[int, int, int, int]]:
         if length <= WINDOW:
             while j < n:
                 r = group[j]
-                o_end = r[3] + r[4]
-                if r[4] > WINDOW or o_end - start > WINDOW or r[3] - end > GAP:
+                o_end = r[F_OFFSET] + r[F_LENGTH]
+                if r[F_LENGTH] > WINDOW or o_end - start > WINDOW or r[F_OFFSET] - end > GAP:
                     break
                 if o_end > end:
                     end = o_end
@@ -150,8 +151,8 @@ def _read_group(
     for k, (i, j, start, end) in enumerate(windows):
         source.will_read([(s, e) for _i, _j, s, e in windows[k + 1 : k + 1 + LOOKAHEAD]])
         row = group[i]
-        if row[4] > WINDOW:
-            h = row[0]
+        if row[F_LENGTH] > WINDOW:
+            h = row[F_HASHKEY]
             yield [(h, reader_for(h, source, row[1:], resolver.restart_lookup(h, row[1:])), row)]
             continue
         buf = source.read_at(start, end - start)
@@ -306,7 +307,7 @@ def _merge_sized(
             # packed and cleaned meanwhile, perhaps after the page of rows was read: the
             # packer committed the row before it removed the file, so it is in the index now
             row = index.lookup(h)
-            return None if row is None else (h, row[1], row[6])
+            return None if row is None else (h, row[L_SIZE], row[L_ID])
 
     for row in packed:
         while i < n and loose_sorted[i] < row[0]:
@@ -354,4 +355,4 @@ def keys_with_prefix(layout: Layout, index: IndexAPI, prefix: str) -> list[str]:
 def entry_by_id(index: IndexAPI, rowid: int) -> tuple[str, int] | None:
     """(hashkey, size) of the packed object with this index row id, or None."""
     row = index.by_id(rowid)
-    return None if row is None else (row[7], row[1])
+    return None if row is None else (row[L_HASHKEY], row[L_SIZE])

@@ -31,6 +31,7 @@ from dosfs.container.checkpoints import SHARED, Cursor
 from dosfs.container.config import new_hasher
 from dosfs.container.decoding import HASH_CHUNK
 from dosfs.container.errors import CorruptObject
+from dosfs.container.index_sql import L_COMPRESSED, L_LENGTH, L_OFFSET, L_PACK, L_SIZE
 from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackSource
 from dosfs.container.restarts import MARKER, MIN_SIZE, RESTART_EVERY, Lookup
@@ -46,7 +47,8 @@ MIN_CHECKPOINT_INTERVAL = 1024 * 1024
 
 def packed_meta(row: Sequence[int]) -> ObjectMeta:
     """Meta of a packed object from (compressed, size, offset, length, pack_id, ...)."""
-    return new_meta(ObjectType.PACKED, row[1], row[4], bool(row[0]), row[2], row[3])
+    return new_meta(ObjectType.PACKED, row[L_SIZE], row[L_PACK], bool(row[L_COMPRESSED]),
+                    row[L_OFFSET], row[L_LENGTH])
 
 
 class ObjectReader:
@@ -350,7 +352,8 @@ def reader_for(
     hashkey: str, source: PackSource, row: Sequence[int], restarts: Lookup | None = None
 ) -> ObjectReader:
     """The reader of a packed row (compressed, size, offset, length, pack_id, ...)."""
-    compressed, size, offset, length = row[0], row[1], row[2], row[3]
+    compressed, size, offset = row[L_COMPRESSED], row[L_SIZE], row[L_OFFSET]
+    length = row[L_LENGTH]
     meta = packed_meta(row)
     if compressed:
         return CompressedReader(hashkey, source, offset, length, size, meta, restarts)

@@ -21,6 +21,18 @@ from dosfs.container.decoding import check_hash, decode
 from dosfs.container.errors import CorruptObject, NotExistent
 from dosfs.container.index import FullRow, LookupRow
 from dosfs.container.index_contract import IndexAPI
+from dosfs.container.index_sql import (
+    F_HASHKEY,
+    F_OFFSET,
+    F_PACK,
+    L_COMPRESSED,
+    L_HASHKEY,
+    L_LENGTH,
+    L_OFFSET,
+    L_PACK,
+    L_SIZE,
+    L_STAMP,
+)
 from dosfs.container.meta import ObjectMeta, ObjectType, new_meta
 from dosfs.container.packstore import PackCache, PackSource, PinnedFile
 from dosfs.container.readers import (
@@ -76,7 +88,7 @@ class Resolver:
     # -- one key -------------------------------------------------------------------------------
     def _source(self, hashkey: str, row: LookupRow) -> PackSource | None:
         """The pinned pack source for a row, or None if the row must be read again."""
-        pack_id, stamp = row[4], row[5]
+        pack_id, stamp = row[L_PACK], row[L_STAMP]
         try:
             return self.packs.get(pack_id, stamp, self.index.stamp)
         except FileNotFoundError:
@@ -118,18 +130,19 @@ class Resolver:
                 return data
             if row is None or source is None:  # pragma: no cover - resolve never does this
                 raise CorruptObject(hashkey, "resolved to nothing")
-            compressed, size, offset, length = row[0], row[1], row[2], row[3]
+            compressed, size, offset = row[L_COMPRESSED], row[L_SIZE], row[L_OFFSET]
+            length = row[L_LENGTH]
             raw = source.read_at(offset, length)
             if len(raw) != length:
-                self.packs.forget(row[4])
-                if self.index.stamp() != row[5]:
+                self.packs.forget(row[L_PACK])
+                if self.index.stamp() != row[L_STAMP]:
                     continue  # the pack was replaced under the row: read again
                 raise CorruptObject(
-                    hashkey, f"pack {row[4]} ends before the object ({offset}+{length})"
+                    hashkey, f"pack {row[L_PACK]} ends before the object ({offset}+{length})"
                 )
             data = decode(hashkey, compressed, size, length, raw)
             if verify:
-                check_hash(hashkey, self.hash_type, data, f"pack {row[4]} offset {offset}")
+                check_hash(hashkey, self.hash_type, data, f"pack {row[L_PACK]} offset {offset}")
             return data
         raise CorruptObject(hashkey, "the object kept moving while being read")
 
@@ -144,9 +157,9 @@ class Resolver:
 
     def restart_lookup(self, hashkey: str, row: Sequence[int]) -> Lookup | None:
         """How a reader of a compressed row finds its restart points (asked only if needed)."""
-        if not row[0]:
+        if not row[L_COMPRESSED]:
             return None
-        offset, length, pack_id = row[2], row[3], row[4]
+        offset, length, pack_id = row[L_OFFSET], row[L_LENGTH], row[L_PACK]
         return lambda: self.restarts.lookup(hashkey, pack_id, offset, length)
 
     def entry(self, hashkey: str) -> tuple[int | None, int]:
@@ -182,9 +195,11 @@ class Resolver:
             row = self.index.by_id(rowid)
             if row is None:
                 raise NotExistent(f"no object with index row {rowid}")
-            source = self._source(row[7], row[:7])
+            hashkey, looked_up = row[L_HASHKEY], row[:L_HASHKEY]
+            source = self._source(hashkey, looked_up)
             if source is not None:
-                return reader_for(row[7], source, row[:7], self.restart_lookup(row[7], row[:7]))
+                return reader_for(hashkey, source, looked_up,
+                                  self.restart_lookup(hashkey, looked_up))
         raise CorruptObject(f"row {rowid}", "the object kept moving while being opened")
 
     def meta(self, hashkey: str) -> ObjectMeta:
@@ -213,9 +228,9 @@ class Resolver:
             retry: list[str] = []
             by_pack: dict[int, list[FullRow]] = {}
             for row in rows:
-                group = by_pack.get(row[5])
+                group = by_pack.get(row[F_PACK])
                 if group is None:
-                    by_pack[row[5]] = [row]
+                    by_pack[row[F_PACK]] = [row]
                 else:
                     group.append(row)
             for pack_id in sorted(by_pack):
@@ -228,17 +243,17 @@ class Resolver:
                     source = self.packs.get(pack_id, stamp, index.stamp)
                 except FileNotFoundError:
                     if index.stamp() != stamp:
-                        retry.extend(row[0] for row in group)
+                        retry.extend(row[F_HASHKEY] for row in group)
                         continue
                     raise CorruptObject(group[0][0], f"pack file {pack_id} is missing") from None
                 if source is None:
-                    retry.extend(row[0] for row in group)
+                    retry.extend(row[F_HASHKEY] for row in group)
                     continue
                 yield (source, group), None
             if len(rows) == len(todo):
                 absent: list[str] = []
             else:
-                found = {row[0] for row in rows}
+                found = {row[F_HASHKEY] for row in rows}
                 absent = [h for h in todo if h not in found]
             if loose_done:
                 missing.extend(absent)
@@ -253,7 +268,7 @@ class Resolver:
                         yield None, item
                 # not loose either: packed meanwhile? (rows are committed before loose removal)
                 if recheck:
-                    again = {row[0] for row in index.lookup_many(recheck)[0]}
+                    again = {row[F_HASHKEY] for row in index.lookup_many(recheck)[0]}
                     missing = [h for h in recheck if h not in again]
                     retry.extend(h for h in recheck if h in again)
             todo = retry
@@ -271,7 +286,7 @@ class Resolver:
 
 
 def _offset_of(row: FullRow) -> int:
-    return row[3]
+    return row[F_OFFSET]
 
 
 def describe(meta: ObjectMeta, layout: Layout, hashkey: str) -> str:
