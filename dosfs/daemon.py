@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,11 +321,24 @@ def bdi_path(mountpoint: Path) -> Path:
 MAX_BACKGROUND = 256
 
 
+FUSECTL = Path("/sys/fs/fuse/connections")
+
+
 def set_max_background(mountpoint: Path, n: int) -> bool:
     """Raise the mount's limit of background requests, and its congestion threshold with it
-    (root, with fusectl mounted at /sys/fs/fuse/connections, as systemd does at boot)."""
+    (root, with fusectl at /sys/fs/fuse/connections). Why: each request waiting on a frozen
+    server holds one of the kernel's 12 background slots, and the 13th waits in the kernel,
+    where its deadline has not even started (measured: EIO after twice the timeout with 20
+    hung readers). systemd mounts fusectl at boot; where nothing did (a container, a chroot),
+    root mounts it here, as systemd would."""
     dev = os.stat(mountpoint).st_dev
-    folder = Path(f"/sys/fs/fuse/connections/{os.major(dev) << 20 | os.minor(dev)}")
+    folder = FUSECTL / str(os.major(dev) << 20 | os.minor(dev))
+    if not folder.exists() and os.geteuid() == 0 and FUSECTL.is_dir() and not any(
+            FUSECTL.iterdir()):
+        done = subprocess.run(["mount", "-t", "fusectl", "fusectl", str(FUSECTL)],
+                              capture_output=True, text=True, check=False)
+        log.info("mounted fusectl at %s: %s", FUSECTL,
+                 "ok" if done.returncode == 0 else done.stderr.strip())
     try:
         (folder / "max_background").write_text(f"{n}\n")
         (folder / "congestion_threshold").write_text(f"{n * 3 // 4}\n")

@@ -181,3 +181,49 @@ def test_frozen_server_during_verification_is_eio_not_a_corrupt_verdict(
     _drop_page_cache(m.by_hash / big)
     assert (m.by_hash / big).read_bytes() == objects[big]
     assert "corrupt" not in m.log_text()
+
+
+def test_twenty_hung_readers_hold_up_no_cached_read(
+    tmp_path: Path, bucket: str, aws_env: None, mount: Callable[..., Mounted], freezer: Freezer,
+) -> None:
+    """More readers of uncached objects than the mount has network workers (8) and than the
+    kernel allows background requests (12): while all of them wait on the frozen server,
+    `stat` and cached objects are still answered, and every waiting reader gets EIO within
+    the timeout of its own request."""
+    objects: dict[str, bytes] = {}
+    with Container(tmp_path / "c") as c:
+        c.init_container()
+        cold = [os.urandom(MiB + i) for i in range(20)]
+        warm = [os.urandom(20_000 + i) for i in range(4)]
+        for h, data in zip(c.add_objects_to_pack(cold + warm), cold + warm, strict=True):
+            objects[h] = data
+    hung = [h for h in objects if len(objects[h]) >= MiB]
+    cached = [h for h in objects if h not in hung]
+    target = f"s3://{bucket}/hung"
+    push(tmp_path / "c", target)
+    m = mount(target, f"cache_dir={tmp_path / 'cache'}", f"timeout={TIMEOUT:g}", "refresh=0")
+    m.expect_errors = True
+    for h in cached:
+        assert (m.by_hash / h).read_bytes() == objects[h]
+    freezer.freeze()
+    readers = [Pending(lambda h=h: subprocess.run(["cat", str(m.by_hash / h)],
+                                                  capture_output=True, timeout=120))
+               for h in hung]
+    for h in cached:  # answered while all twenty wait
+        assert all(r.pending for r in readers), "a frozen read ended before the checks ran"
+        assert os.stat(m.by_hash / h).st_size == len(objects[h])
+        _drop_page_cache(m.by_hash / h)
+        got = subprocess.run(["cat", str(m.by_hash / h)], capture_output=True, check=True,
+                             timeout=TIMEOUT).stdout
+        assert got == objects[h]
+    assert any(r.pending for r in readers), "the cached reads waited for the frozen ones"
+    for r in readers:
+        r.join(4 * TIMEOUT + 30)
+        done = r.result
+        assert isinstance(done, subprocess.CompletedProcess)
+        assert done.returncode != 0 and b"Input/output error" in done.stderr, done
+    slowest = max(r.elapsed for r in readers)  # one deadline per request, queued or not
+    assert slowest < TIMEOUT + 4, f"the last EIO came after {slowest:.1f} s"
+    assert m.is_mounted()
+    freezer.thaw()
+    assert (m.by_hash / hung[0]).read_bytes() == objects[hung[0]]
