@@ -158,20 +158,6 @@ def open_engine(source: str | os.PathLike[str], opts: MountOptions) -> Container
         raise MountError(str(exc)) from None
 
 
-def check_remote(source: str, opts: MountOptions) -> None:
-    """Fail now, in the command the user ran, when the bucket cannot be read (credentials,
-    bucket, nothing published, server down); the daemon fetches the index itself."""
-    from dosfs.remote.layout import read_head
-    from dosfs.remote.url import RemoteError, make_store, parse_url
-
-    try:
-        url = parse_url(source)
-        if read_head(make_store(url, timeout=opts.timeout), url) is None:
-            raise RemoteError(f"{url}: nothing published there (run 'dosfs push' first)")
-    except (RemoteError, OSError) as exc:
-        raise MountError(str(exc)) from None
-
-
 def open_container(folder: Path) -> Container:
     """The engine for ``folder``, or a MountError naming what is missing."""
     from dosfs import Container
@@ -221,8 +207,7 @@ def mount(
     mp = check_mountpoint(mountpoint)
     check_log_file(log_file)
     container_id = ""
-    if is_remote(container):
-        check_remote(str(container), opts)
+    if is_remote(container):  # the daemon reads HEAD first: its errors come back as one line
         source = str(container)
     else:
         if opts.remote_options():
