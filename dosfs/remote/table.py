@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dosfs.container.errors import InvalidContainer
 from dosfs.remote.url import RemoteError
 
 MAGIC = b"DOSFSTB1"
@@ -50,8 +51,10 @@ MAX_BITS = 24
 Row = tuple[str, int, int, int, int, int]
 
 
-class TableCorrupt(RemoteError):
-    """Bytes of an index table that do not match their checksum (never used as rows)."""
+class TableCorrupt(RemoteError, InvalidContainer):
+    """Bytes of an index table that do not match their checksum (never used as rows): a
+    RemoteError for RemoteContainer's callers, a damaged index (EIO and an error line) for
+    the mount."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ readers that never fetch the whole index."""
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from dosfs.remote import table as tb
 from dosfs.remote.container import RemoteContainer
 from dosfs.remote.layout import Generation, generation_key
 from dosfs.remote.push import push
-from dosfs.remote.tableindex import _Paged
+from dosfs.remote.tableindex import WHOLE, _Paged
 from dosfs.remote.url import RemoteError, parse_url
+from tests.fs.conftest import Mounted
 from tests.remote.conftest import S3Server
 from tests.remote.legacy import downgrade
 
@@ -256,3 +258,31 @@ def test_prune_keeps_exactly_the_tables_kept_generations_name(
         named |= {t.key for t in gen.tables}
     assert tables == named and len(named) == 2  # the new base and its run
     _check_reads(target, objects, gone=frozenset({victim}))
+
+
+def test_through_the_mount_a_corrupt_index_page_is_eio_and_the_daemon_serves_on(
+    tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server,
+    mount: Callable[..., Mounted],
+) -> None:
+    folder = tmp_path / "c"
+    rng = random.Random(9)
+    with Container(folder) as c:  # 20,000 rows: a base of 1.3 MB, read by pages
+        c.init_container()
+        datas = [rng.randbytes(100) for _ in range(20_000)]
+        objects = dict(zip(c.add_objects_to_pack(datas), datas, strict=True))
+    target = f"s3://{bucket}/badmount"
+    push(folder, target)
+    store = s3_server.store(bucket)
+    ref = _generation(store, "badmount").tables[0]
+    assert ref.size > WHOLE
+    keys = sorted(objects)
+    data = bytearray(bytes(obstore.get(store, f"badmount/{ref.key}").bytes()))
+    data[ref.records_offset + 7000 * tb.RECORD + 45] ^= 1
+    obstore.put(store, f"badmount/{ref.key}", bytes(data))
+    m = mount(target, f"cache_dir={tmp_path / 'cache'}", "refresh=0")
+    m.expect_errors = True
+    with pytest.raises(OSError) as info:
+        (m.by_hash / keys[7000]).read_bytes()
+    assert info.value.errno == errno.EIO
+    assert (m.by_hash / keys[0]).read_bytes() == objects[keys[0]]  # other pages serve
+    assert "corrupt" in m.log_text() and m.is_mounted()
