@@ -4,6 +4,7 @@ write transactions and passive checkpoints. The reading side is index.Index."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,13 @@ from contextlib import contextmanager
 log = logging.getLogger("dosfs.container")
 
 BUSY_TIMEOUT_MS = 60_000
+
+
+def sqlite_uri(path: str, query: str = "") -> str:
+    """A SQLite URI of a path (any characters quoted), with a query such as mode=ro."""
+    from urllib.parse import quote
+
+    return f"file:{quote(os.path.abspath(path))}" + (f"?{query}" if query else "")
 
 
 def create_schema(path: str) -> None:

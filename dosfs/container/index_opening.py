@@ -19,9 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from urllib.parse import quote
 
-from dosfs.container.db import connect, create_schema
+from dosfs.container.db import connect, create_schema, sqlite_uri
 from dosfs.container.errors import InvalidContainer
 
 log = logging.getLogger("dosfs.container")
@@ -36,10 +35,6 @@ _PROBES = (
     "SELECT hashkey FROM db_object ORDER BY hashkey DESC LIMIT 1",
 )
 
-
-
-def _uri(path: str, query: str) -> str:
-    return f"file:{quote(os.path.abspath(path))}?{query}"
 
 
 class IndexOpening:
@@ -144,7 +139,7 @@ class IndexOpening:
         conn: sqlite3.Connection | None = None
         try:
             if self.read_only:
-                conn = connect(_uri(self.path, "mode=ro"), cache_kib, uri=True)
+                conn = connect(sqlite_uri(self.path, "mode=ro"), cache_kib, uri=True)
             else:
                 conn = connect(self.path, cache_kib)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
@@ -167,7 +162,7 @@ class IndexOpening:
                 log.warning("%s: %s; reading the index without its -shm (full disk?)", self.path,
                             exc)
             conn = sqlite3.connect(
-                _uri(self.path, "immutable=1"),
+                sqlite_uri(self.path, "immutable=1"),
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,

@@ -137,6 +137,7 @@ def clean_storage(
                     pass
         report.pack_locks_removed = remove_stale_pack_locks(layout)
         report.repack_leftovers_removed = remove_repack_leftovers(parts)
+        report.restart_points_removed = parts.restarts.prune(layout.index)
         parts.packs.clear()
         if vacuum:
             index.vacuum()

@@ -349,6 +349,8 @@ class CleanReport(_DictLike):
     pack_locks_removed: list[str] = field(default_factory=list)
     #: files of an interrupted repack removed from packs/
     repack_leftovers_removed: list[str] = field(default_factory=list)
+    #: restart points forgotten (of objects deleted or moved: dosfs-restarts.sqlite)
+    restart_points_removed: int = 0
 
 
 @dataclass

@@ -27,6 +27,8 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 
+from dosfs.container.db import sqlite_uri
+
 log = logging.getLogger("dosfs.container")
 
 #: input bytes between two restart points
@@ -137,6 +139,27 @@ class RestartIndex:
                 conn.close()
         except (sqlite3.Error, OSError) as exc:
             log.warning("could not record restart points in %s: %s", self.path, exc)
+
+    def prune(self, index_path: str) -> int:
+        """Forget points of rows the index no longer has (deleted or moved objects: their
+        keys never match again, they only take room); returns how many went. Safe beside a
+        packer: points are recorded only after their rows are committed."""
+        if not os.path.exists(self.path):
+            return 0
+        conn = sqlite3.connect(sqlite_uri(self.path, ""), uri=True, timeout=30)
+        try:
+            conn.execute("ATTACH DATABASE ? AS idx", (sqlite_uri(index_path, "mode=ro"),))
+            with conn:
+                gone = conn.execute(
+                    "DELETE FROM restarts WHERE NOT EXISTS (SELECT 1 FROM idx.db_object o "
+                    "WHERE o.hashkey = restarts.hashkey AND o.pack_id = restarts.pack_id AND "
+                    "o.offset = restarts.offset AND o.length = restarts.length)").rowcount
+            return int(gone)
+        except sqlite3.Error as exc:
+            log.warning("could not prune restart points in %s: %s", self.path, exc)
+            return 0
+        finally:
+            conn.close()
 
     def lookup(self, hashkey: str, pack_id: int, offset: int, length: int) -> Points | None:
         conn = self._conn()

@@ -178,6 +178,23 @@ def test_dosfs_repack_keeps_or_makes_points(container: Container) -> None:
         assert source.read <= 3 * RESTART_EVERY
 
 
+def test_clean_storage_forgets_points_of_objects_deleted_or_moved(container: Container) -> None:
+    kept = container.add_objects_to_pack([text(SIZE, seed=6)], compress=True)[0]
+    gone = container.add_objects_to_pack([text(SIZE, seed=7)], compress=True)[0]
+    side = sqlite3.connect(container.folder / "dosfs-restarts.sqlite")
+    before = {h for (h,) in side.execute("SELECT hashkey FROM restarts")}
+    assert {kept, gone} <= before
+    container.delete_objects([gone])
+    report = container.clean_storage()
+    after = {h for (h,) in side.execute("SELECT hashkey FROM restarts")}
+    side.close()
+    assert report.restart_points_removed == 1 and after == before - {gone}
+    meta = container.get_object_meta(kept)
+    assert container.parts.restarts.lookup(kept, meta.pack_id, meta.pack_offset,
+                                           meta.pack_length)
+    assert container.clean_storage().restart_points_removed == 0
+
+
 def test_readers_share_checkpoints_of_objects_compressed_by_others(tmp_path: Path) -> None:
     data = text(SIZE, seed=6)
     with disk_objectstore.Container(tmp_path / "dos") as dos:
