@@ -10,13 +10,15 @@ way, 1 Gbit/s), checked first to carry that rate.
 The peers cannot read what `dosfs push` publishes (packs as segments, a zlib'ed index:
 docs/format.md, "Remote layout"), so the same container folder is also uploaded as plain files
 with `rclone copy` under another prefix of the same bucket, and each peer mounts that.
-Downloads are counted by the gateway (its `get_b` counter), the same way for everyone, over
-each mount's whole life. Page caches are dropped before every cold read and every cached
-re-read (root). Each mount and each RemoteContainer starts with an empty cache."""
+Downloads are counted by the gateway (the bytes its access log says each GET sent), the same
+way for everyone, over each mount's whole life. Page caches are dropped before every cold read
+and every cached re-read (root). Each mount and each RemoteContainer starts with an empty
+cache."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -51,9 +53,12 @@ WORKER = Path(__file__).with_name("peers_worker.py")
 CALL_LIMIT = 900.0
 
 
+DROP = [True]  # --no-drop-caches clears it
+
+
 def drop_caches() -> None:
-    os.sync()
-    if os.geteuid() == 0:
+    if DROP[0] and os.geteuid() == 0:
+        os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
@@ -112,7 +117,8 @@ class Data:
 
 
 def build(work: Path, n_small: int, seq_mib: int, keys: peers.Keys, plain: bool) -> Data:
-    """One pack: n_small objects of 1-64 KiB, the big object, 32 MiB after it; published with
+    """One pack: n_small objects of 1-64 KiB, the big object, 8 more of 4 MiB after it (less for
+    a small big object: a reader that reads past its end shows in the downloads); published with
     `dosfs push` under pub/, and as plain files under plain/c/ for the peers."""
     rng = random.Random(19)
     folder = work / "container"
@@ -125,9 +131,9 @@ def build(work: Path, n_small: int, seq_mib: int, keys: peers.Keys, plain: bool)
         piece = os.urandom(min(64, seq_mib) * MiB)
         blob = b"".join(piece[:-1] + bytes([i]) for i in range(max(1, seq_mib // 64)))
         big = c.add_objects_to_pack([blob])[0]
-        c.add_objects_to_pack([os.urandom(4 * MiB) for _ in range(8)])
+        size = len(blob)
+        c.add_objects_to_pack([os.urandom(min(4 * MiB, size // 8)) for _ in range(8)])
         offset = c.get_object_meta(big)["pack_offset"]
-    size = len(blob)
     checks = [(s, hashlib.sha256(blob[s : s + MiB]).hexdigest())
               for s in (0, size // 2, size - MiB)]
     del blob, piece
@@ -150,12 +156,11 @@ def build(work: Path, n_small: int, seq_mib: int, keys: peers.Keys, plain: bool)
 
 class Bench:
     def __init__(self, data: Data, server: Path, work: Path, points: Path, keys: peers.Keys,
-                 n_read: int, sides: tuple[str, ...]) -> None:
-        self.data, self.server, self.work, self.points = data, server, work, points
+                 n_read: int, sides: tuple[str, ...], reader: Reader) -> None:
+        self.data, self.work, self.points = data, work, points
         self.keys, self.n_read, self.sides = keys, n_read, sides
-
-    def fetched(self) -> int:
-        return peers.gateway_get_bytes(self.server)
+        self.downloads = peers.Downloads(server)
+        self.reader = reader  # reads every mount; a RemoteContainer gets a process of its own
 
     def _mount(self, kind: str, endpoint: str) -> peers.Mount:
         prefix = "pub" if kind == "dosfs" else "plain"
@@ -169,23 +174,21 @@ class Bench:
             return {"kind": "rc", "path": ""}
         return {"kind": "dos", "path": str(self.points / kind / "c")}
 
-    def _env(self, endpoint: str) -> dict[str, str]:
-        return {**os.environ, "AWS_ENDPOINT_URL": endpoint}
-
     def _life(self, kind: str, endpoint: str, body: Callable[[Reader], dict[str, Any]]
               ) -> dict[str, Any]:
         """One fresh mount (or RemoteContainer) from start to unmount: `body` reads; the
         start, the peak RSS and the bytes downloaded over the whole life are added."""
         drop_caches()
-        before = self.fetched()
+        before = self.downloads.mark()
         out: dict[str, Any] = {}
         if kind == "rc":
-            with Reader(self._env(endpoint)) as r:
+            with Reader(dict(os.environ)) as r:
                 cache = self.work / "cache-rc"
                 shutil.rmtree(cache, ignore_errors=True)
                 cache.mkdir()
                 url = f"s3://{self.data.bucket}/pub"
-                out["start"] = r.call("open_rc", url=url, cache_dir=str(cache))["s"]
+                out["start"] = r.call("open_rc", url=url, cache_dir=str(cache),
+                                      endpoint=endpoint)["s"]
                 out.update(body(r))
                 out["rss"] = r.call("rss")["rss"]
         else:
@@ -193,13 +196,15 @@ class Bench:
             try:
                 out["start"] = m.start(f"by-hash/{self.data.small[0]}" if kind == "dosfs"
                                        else "c/config.json")
-                with Reader(self._env(endpoint)) as r:
-                    out.update(body(r))
+                try:
+                    out.update(body(self.reader))
+                finally:
+                    self.reader.call("close")
                 out["rss"] = m.peak_rss()
             finally:
                 m.stop()
-        out["fetched_end"] = self.fetched()
-        out["fetched_life"] = out["fetched_end"] - before
+        out["fetched_life"], out["gets"] = self.downloads.since(before)
+        out["after_first"] = self.downloads.since(out.pop("mark"))[0]
         return out
 
     def sequential(self, kind: str, endpoint: str) -> dict[str, Any]:
@@ -208,24 +213,24 @@ class Bench:
 
         def body(r: Reader) -> dict[str, Any]:
             first = r.call("seq", **args)
-            after_first = self.fetched()
+            mark = self.downloads.mark()
             drop_caches()
             again = r.call("seq", **args)
-            return {"first": first["s"], "again": again["s"], "after_cold": after_first}
+            return {"first": first["s"], "again": again["s"], "mark": mark}
 
         out = self._life(kind, endpoint, body)
         out["per_byte"] = out["fetched_life"] / d.big_size
-        out["after_first"] = out.pop("fetched_end") - out.pop("after_cold")
         return out
 
     def plain_get(self, endpoint: str) -> dict[str, Any]:
         d = self.data
         drop_caches()
-        before = self.fetched()
-        with Reader(self._env(endpoint)) as r:
-            got = r.call("get", url=f"s3://{d.bucket}/pub", key=d.segment, start=d.seg_offset,
-                         length=d.big_size, checks=d.checks)
-        return {"first": got["s"], "per_byte": (self.fetched() - before) / d.big_size}
+        before = self.downloads.mark()
+        got = self.reader.call("get", url=f"s3://{d.bucket}/pub", key=d.segment,
+                               start=d.seg_offset, length=d.big_size, checks=d.checks,
+                               endpoint=endpoint)
+        fetched, gets = self.downloads.since(before)
+        return {"first": got["s"], "per_byte": fetched / d.big_size, "gets": gets}
 
     def random_small(self, kind: str, endpoint: str, keys: list[str]) -> dict[str, Any]:
         args = {**self._reader_args(kind), "keys": keys}
@@ -233,13 +238,12 @@ class Bench:
 
         def body(r: Reader) -> dict[str, Any]:
             cold = r.call("small", **args)
-            after_cold = self.fetched()
+            mark = self.downloads.mark()
             warm = r.call("small", **args)
-            return {"cold": cold["s"], "warm": warm["s"], "after_cold": after_cold}
+            return {"cold": cold["s"], "warm": warm["s"], "mark": mark}
 
         out = self._life(kind, endpoint, body)
         out["per_byte"] = out["fetched_life"] / read
-        out["after_first"] = out.pop("fetched_end") - out.pop("after_cold")
         return out
 
     def link(self, endpoint: str, runs: int) -> dict[str, list[dict[str, Any]]]:
@@ -272,10 +276,9 @@ class Bench:
         return out
 
     def _rtt(self, endpoint: str) -> float:
-        with Reader(self._env(endpoint)) as r:
-            ms: float = r.call("latency", url=f"s3://{self.data.bucket}/pub",
-                               key=self.data.segment)["ms"]
-            return ms
+        ms: float = self.reader.call("latency", url=f"s3://{self.data.bucket}/pub",
+                                     key=self.data.segment, endpoint=endpoint)["ms"]
+        return ms
 
 
 def main() -> None:
@@ -290,9 +293,11 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=10.0)
     ap.add_argument("--rate-mbit", type=float, default=1000.0)
     ap.add_argument("--json", type=Path, help="also write every run here")
+    ap.add_argument("--no-drop-caches", action="store_true", help="(for the smoke test)")
     ap.add_argument("--no-install", action="store_true",
                     help="never apt-get the peers: without them, measure dosfs's sides only")
     a = ap.parse_args()
+    DROP[0] = not a.no_drop_caches
     run(Path(a.work), Path(a.server), a.runs, a.small, a.read, a.seq_mib, a.links.split(","),
         a.delay_ms / 1e3, a.rate_mbit * 1e6, a.json, install=not a.no_install)
 
@@ -309,11 +314,14 @@ def run(work: Path, server: Path, runs: int, n_small: int = 4000, n_read: int = 
     work.mkdir(parents=True, exist_ok=True)
     points = Path(tempfile.mkdtemp(prefix="peers-", dir="/tmp"))
     t0 = time.perf_counter()
+    stack = contextlib.ExitStack()
     try:
         data = build(work, n_small, seq_mib, keys, plain=why is None)
-        bench = Bench(data, server, work, points, keys, n_read, sides)
+        reader = stack.enter_context(Reader(dict(os.environ)))
+        bench = Bench(data, server, work, points, keys, n_read, sides, reader)
         results: dict[str, Any] = {"versions": peers.tool_versions(), "links": {},
-                                   "peers_missing": why}
+                                   "peers_missing": why,
+                                   "caches_dropped": DROP[0] and os.geteuid() == 0}
         for name in links:
             print(f"remote.peers: link {name}", file=sys.stderr, flush=True)
             if name == "loopback":
@@ -333,6 +341,7 @@ def run(work: Path, server: Path, runs: int, n_small: int = 4000, n_read: int = 
         if json_out:
             json_out.write_text(json.dumps(results, indent=1))
     finally:
+        stack.close()
         for kind in MOUNTS:  # a mount left behind would be deleted through by rmtree
             if os.path.ismount(points / kind):
                 subprocess.run(["fusermount3", "-uz", str(points / kind)], check=False)

@@ -9,11 +9,10 @@ address."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -95,20 +94,30 @@ def rclone_copy(keys: Keys, endpoint: str, folder: Path, dest: str, scratch: Pat
                     "--transfers", "4"], env=rclone_env(keys, endpoint), check=True)
 
 
-def gateway_get_bytes(server_dir: Path) -> int:
-    """Bytes the gateway has sent in answer to GETs (its perf counter `rgw.get_b`): what every
-    client downloaded, counted the same way for all of them."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-        c.settimeout(5)
-        c.connect(str(server_dir / "run" / "client.rgw.asok"))
-        c.sendall(json.dumps({"prefix": "perf dump"}).encode() + b"\0")
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
-            chunk = c.recv(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-    return int(json.loads(buf[4:])["rgw"]["get_b"])
+class Downloads:
+    """Bytes the gateway sent in answer to GETs, from its access log: one `beast:` line per
+    request, written when the request ends, with the bytes really sent, also of a GET the
+    client abandoned (its perf counter `get_b` counts the bytes asked for instead, which
+    overstates a client that asks for long ranges and stops reading, as rclone does). Counted
+    on the server, so the same way for every client."""
+
+    LINE = re.compile(rb'beast: .*"GET \S+ HTTP/[\d.]+" (\d{3}) (\d+) ')
+
+    def __init__(self, server_dir: Path) -> None:
+        self.log = server_dir / "log" / "client.rgw.log"
+
+    def mark(self) -> int:
+        time.sleep(0.1)  # the daemon's log is written by a thread of its own, within ms
+        return self.log.stat().st_size
+
+    def since(self, mark: int) -> tuple[int, int]:
+        """(bytes sent, GET requests) from `mark` to now."""
+        end = self.mark()
+        with open(self.log, "rb") as f:
+            f.seek(mark)
+            text = f.read(end - mark)
+        hits = [int(m.group(2)) for m in self.LINE.finditer(text) if m.group(1)[:1] == b"2"]
+        return sum(hits), len(hits)
 
 
 def vm_hwm(pid: int) -> float:
@@ -163,7 +172,8 @@ class Mount:
         with open(self.log, "ab") as log:
             t = time.perf_counter()
             if self.kind == "dosfs":  # returns once mounted; the daemon runs on
-                subprocess.run(cmd, env=env, check=True, stdout=log, stderr=log)
+                if subprocess.run(cmd, env=env, stdout=log, stderr=log).returncode != 0:
+                    raise RuntimeError(f"dosfs mount failed: {self.log.read_text()[-500:]}")
             else:
                 self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)

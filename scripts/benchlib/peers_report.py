@@ -22,10 +22,12 @@ ROWS = (
     ("mount start, s", "start", "start", "s"),
     ("first read of the big object, MiB/s", "seq", "first", "rate"),
     ("  downloaded / its size", "seq", "per_byte", "x"),
+    ("  GET requests", "seq", "gets", "n"),
     ("cached re-read (page cache dropped), MiB/s", "seq", "again", "rate"),
     ("  downloaded after the first read, MiB", "seq", "after_first", "mib"),
     ("N random small objects, cold, s", "random", "cold", "s"),
     ("  downloaded / bytes read", "random", "per_byte", "x"),
+    ("  GET requests", "random", "gets", "n"),
     ("N random small objects again (warm), s", "random", "warm", "s"),
     ("  downloaded after the cold pass, MiB", "random", "after_first", "mib"),
     ("peak RSS, MiB (of the daemon; RC: its process)", "rss", "rss", "max"),
@@ -54,6 +56,8 @@ def _fmt(v: float | None, how: str) -> str:
         return "-"
     if how == "x":
         return f"{v:.2f}x"
+    if how == "n":
+        return f"{v:,.0f}"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
 
 
@@ -126,7 +130,7 @@ def render(results: dict[str, Any]) -> str:
          for k, x in results["versions"].items()}
     lines = [
         f"remote.peers      one container: {d['small']} objects of 1-64 KiB, one of "
-        f"{d['seq_mib']} MiB and 32 MiB more, in one pack; {d['runs']} run(s) per side and "
+        f"{d['seq_mib']} MiB and 8 more after it, in one pack; {d['runs']} run(s) per side and "
         "link, medians.",
         f"  peers: rclone {v['rclone']} (mount --vfs-cache-mode full), s3fs {v['s3fs']} "
         "(use_cache); they "
@@ -137,6 +141,8 @@ def render(results: dict[str, Any]) -> str:
         "(get_objects_content, stream), GET = one plain GET of the object's bytes (obstore). "
         "Ratios are speed ratios, > 1: dosfs faster.",
     ]
+    if not results.get("caches_dropped", True):
+        lines.append("  (page caches NOT dropped: the cached re-reads may be page-cache reads)")
     if results.get("peers_missing"):
         lines.append(f"  PEERS NOT MEASURED: {results['peers_missing']}")
     for name, entry in results["links"].items():

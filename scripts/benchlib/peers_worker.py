@@ -4,7 +4,9 @@ RSS are its own: one JSON request a line on stdin, one JSON answer a line on std
 Readers (`kind`): `mount` reads by-hash/<key> files of a dosfs mount one by one, as a user's
 tools do; `dos` is disk-objectstore's Container on a folder (a peer's mount of the plain
 container): its bulk read and its stream; `rc` is dosfs's RemoteContainer (opened by `open_rc`);
-`get` is a plain GET of a byte range with the client dosfs uses (obstore). Every timed read is
+`get` is a plain GET of a byte range with the client dosfs uses (obstore). One process serves
+the mounts one after the other (`close` lets go of a mount before it is unmounted); each
+RemoteContainer gets a process of its own, whose peak RSS is the figure. Every timed read is
 checked: sizes always, small objects by their sha256 after the clock stops, the big object by
 the sha256 of sampled 1 MiB ranges."""
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -54,7 +57,8 @@ class Worker:
             self.dos[path] = DosContainer(path)
         return self.dos[path]
 
-    def open_rc(self, url: str, cache_dir: str) -> dict[str, Any]:
+    def open_rc(self, url: str, cache_dir: str, endpoint: str) -> dict[str, Any]:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
         t = time.perf_counter()
         self.rc = RemoteContainer(url, cache_dir=cache_dir, cache_size=2 << 30)
         return {"s": time.perf_counter() - t}
@@ -85,7 +89,8 @@ class Worker:
         return {"s": s, "bytes": got, "ok": sampler.ok()}
 
     def get(self, url: str, key: str, start: int, length: int,
-            checks: list[tuple[int, str]]) -> dict[str, Any]:
+            checks: list[tuple[int, str]], endpoint: str) -> dict[str, Any]:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
         u = parse_url(url)
         store = make_store(u)
         sampler = Sampler(checks)
@@ -96,8 +101,9 @@ class Worker:
             got += len(chunk)
         return {"s": time.perf_counter() - t, "bytes": got, "ok": sampler.ok()}
 
-    def latency(self, url: str, key: str, n: int = 20) -> dict[str, Any]:
+    def latency(self, url: str, key: str, endpoint: str, n: int = 20) -> dict[str, Any]:
         """Median ms of a 1-byte ranged GET on an open connection (the link's round trip)."""
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
         u = parse_url(url)
         store = make_store(u)
         obstore.get_range(store, u.key(key), start=0, length=1)
