@@ -7,9 +7,10 @@ way, 1 Gbit/s), checked first to carry that rate.
     set -a; . DIR/env; set +a        # a scripts/s3-server folder
     python scripts/benchlib/bench_remote_peers.py --server DIR --work /tmp/x [--runs 3]
 
-The peers cannot read what `dosfs push` publishes (packs as segments, a zlib'ed index:
-docs/format.md, "Remote layout"), so the same container folder is also uploaded as plain files
-with `rclone copy` under another prefix of the same bucket, and each peer mounts that.
+The peers cannot read what `dosfs push` publishes (docs/format.md, "Remote layout": not a
+container folder), so the same container folder is also uploaded file by file under another
+prefix of the same bucket (plain/c/), and each peer mounts that; the plain GET reads the big
+object's bytes from its pack file there.
 Downloads are counted by the gateway (the bytes its access log says each GET sent), the same
 way for everyone, over each mount's whole life. Page caches are dropped before every cold read
 and every cached re-read (root). Each mount and each RemoteContainer starts with an empty
@@ -36,13 +37,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import obstore
 import peers
 import peers_report
 from slowlink import SlowLink
 
 from dosfs.container import Container
 from dosfs.remote.bucket import create_bucket
-from dosfs.remote.layout import read_head
 from dosfs.remote.push import push
 from dosfs.remote.url import make_store, parse_url
 
@@ -109,17 +110,17 @@ class Data:
     bucket: str
     big: str
     big_size: int
-    segment: str  # the segment of the published pack that holds the big object
-    seg_offset: int
+    pack_key: str  # the plain copy's pack file (the plain GET reads the big object's bytes there)
+    offset: int
     checks: list[tuple[int, str]]
     small: list[str]
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-def build(work: Path, n_small: int, seq_mib: int, keys: peers.Keys, plain: bool) -> Data:
+def build(work: Path, n_small: int, seq_mib: int) -> Data:
     """One pack: n_small objects of 1-64 KiB, the big object, 8 more of 4 MiB after it (less for
     a small big object: a reader that reads past its end shows in the downloads); published with
-    `dosfs push` under pub/, and as plain files under plain/c/ for the peers."""
+    `dosfs push` under pub/, and as plain files under plain/c/ for the peers and the GET."""
     rng = random.Random(19)
     folder = work / "container"
     with Container(folder) as c:
@@ -140,18 +141,13 @@ def build(work: Path, n_small: int, seq_mib: int, keys: peers.Keys, plain: bool)
     bucket = f"peers-{uuid.uuid4().hex[:8]}"
     create_bucket(bucket)
     push(folder, f"s3://{bucket}/pub")
-    url = parse_url(f"s3://{bucket}/pub")
-    gen = read_head(make_store(url), url)
-    assert gen is not None
-    start = 0
-    for seg in gen.packs[0]:
-        if start <= offset < start + seg.length:
-            break
-        start += seg.length
-    assert offset + size <= start + seg.length, "the big object spans segments"
-    if plain:
-        peers.rclone_copy(keys, os.environ["AWS_ENDPOINT_URL"], folder, f"{bucket}/plain/c", work)
-    return Data(bucket, big, size, seg.key, offset - start, checks, small, sizes)
+    url = parse_url(f"s3://{bucket}/plain/c")
+    store = make_store(url)
+    for path in sorted(folder.rglob("*")):  # the container folder as plain files
+        if path.is_file():
+            obstore.put(store, url.key(str(path.relative_to(folder))), path,
+                        chunk_size=8 * MiB, max_concurrency=4)
+    return Data(bucket, big, size, "packs/0", offset, checks, small, sizes)
 
 
 class Bench:
@@ -226,8 +222,8 @@ class Bench:
         d = self.data
         drop_caches()
         before = self.downloads.mark()
-        got = self.reader.call("get", url=f"s3://{d.bucket}/pub", key=d.segment,
-                               start=d.seg_offset, length=d.big_size, checks=d.checks,
+        got = self.reader.call("get", url=f"s3://{d.bucket}/plain/c", key=d.pack_key,
+                               start=d.offset, length=d.big_size, checks=d.checks,
                                endpoint=endpoint)
         fetched, gets = self.downloads.since(before)
         return {"first": got["s"], "per_byte": fetched / d.big_size, "gets": gets}
@@ -276,8 +272,8 @@ class Bench:
         return out
 
     def _rtt(self, endpoint: str) -> float:
-        ms: float = self.reader.call("latency", url=f"s3://{self.data.bucket}/pub",
-                                     key=self.data.segment, endpoint=endpoint)["ms"]
+        ms: float = self.reader.call("latency", url=f"s3://{self.data.bucket}/plain/c",
+                                     key=self.data.pack_key, endpoint=endpoint)["ms"]
         return ms
 
 
@@ -316,7 +312,7 @@ def run(work: Path, server: Path, runs: int, n_small: int = 4000, n_read: int = 
     t0 = time.perf_counter()
     stack = contextlib.ExitStack()
     try:
-        data = build(work, n_small, seq_mib, keys, plain=why is None)
+        data = build(work, n_small, seq_mib)
         reader = stack.enter_context(Reader(dict(os.environ)))
         bench = Bench(data, server, work, points, keys, n_read, sides, reader)
         results: dict[str, Any] = {"versions": peers.tool_versions(), "links": {},

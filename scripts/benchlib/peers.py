@@ -86,14 +86,6 @@ def rclone_env(keys: Keys, endpoint: str) -> dict[str, str]:
     return {**plain_env(), **{f"RCLONE_CONFIG_PEER_{k}": v for k, v in conf.items()}}
 
 
-def rclone_copy(keys: Keys, endpoint: str, folder: Path, dest: str, scratch: Path) -> None:
-    """Upload a container folder as plain files (dest: BUCKET/PREFIX)."""
-    conf = scratch / "rclone.conf"
-    conf.touch()
-    subprocess.run(["rclone", "--config", str(conf), "copy", str(folder), f"peer:{dest}",
-                    "--transfers", "4"], env=rclone_env(keys, endpoint), check=True)
-
-
 class Downloads:
     """Bytes the gateway sent in answer to GETs, from its access log: one `beast:` line per
     request, written when the request ends, with the bytes really sent, also of a GET the
@@ -146,7 +138,7 @@ class Mount:
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         if self.kind == "dosfs":
-            opts = (f"cache_dir={self.cache},cache_size=2GiB,refresh=0,fsname=dosfs-peers,"
+            opts = (f"cache_dir={self.cache},refresh=0,fsname=dosfs-peers,"
                     f"endpoint={self.endpoint}")
             return ([sys.executable, "-m", "dosfs.cli", "mount", "-o", opts,
                      f"s3://{self.bucket}/{self.prefix}", str(self.point)], dict(os.environ))

@@ -134,11 +134,12 @@ def render(results: dict[str, Any]) -> str:
         "link, medians.",
         f"  peers: rclone {v['rclone']} (mount --vfs-cache-mode full), s3fs {v['s3fs']} "
         "(use_cache); they "
-        "cannot read dosfs's published layout (packs as segments, a zlib'ed index), so they "
-        "mount a plain copy of the container folder, uploaded with rclone copy under another "
-        "prefix of the same bucket, and read it with disk-objectstore (bulk read, stream).",
+        "cannot read dosfs's published layout (not a container folder), so they mount a plain "
+        "copy of the container folder, uploaded file by file under another prefix of the same "
+        "bucket, and read it with disk-objectstore (bulk read, stream).",
         "  mount = dosfs mount s3:// (files by-hash/ read one by one), RC = RemoteContainer "
-        "(get_objects_content, stream), GET = one plain GET of the object's bytes (obstore). "
+        "(get_objects_content, stream), GET = one plain GET of the object's bytes from the plain "
+        "copy's pack (obstore). Downloads: as the gateway's access log counts them. "
         "Ratios are speed ratios, > 1: dosfs faster.",
     ]
     if not results.get("caches_dropped", True):

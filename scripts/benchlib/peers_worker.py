@@ -60,7 +60,7 @@ class Worker:
     def open_rc(self, url: str, cache_dir: str, endpoint: str) -> dict[str, Any]:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         t = time.perf_counter()
-        self.rc = RemoteContainer(url, cache_dir=cache_dir, cache_size=2 << 30)
+        self.rc = RemoteContainer(url, cache_dir=cache_dir)
         return {"s": time.perf_counter() - t}
 
     def _chunks(self, kind: str, path: str, key: str) -> Iterator[bytes]:
