@@ -26,6 +26,7 @@ import os
 import random
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from typing import Any
 import obstore
 import peers
 import peers_report
+import slowlink
 from slowlink import SlowLink
 
 from dosfs.container import Container
@@ -260,14 +262,11 @@ class Bench:
         return res
 
     def link_check(self, direct: str, delay: float, rate: float) -> dict[str, float]:
-        """Can the forwarder carry the rate here? A GET of the big object through it uncapped,
-        then capped; and the round trip of a 1-byte GET, direct and through it."""
-        out: dict[str, float] = {}
-        for name, (dl, rt) in {"uncapped": (0.0, 0.0), "capped": (delay, rate)}.items():
-            with SlowLink(direct, dl, rt, self.work / "slowlink.log") as link:
-                out[name] = self.data.big_size / MiB / self.plain_get(link.endpoint)["first"]
-                if name == "capped":
-                    out["rtt_ms"] = self._rtt(link.endpoint)
+        """Can the forwarder carry the rate here? Its capacity from a local source (uncapped,
+        capped), and the round trip of a 1-byte GET to the gateway, direct and through it."""
+        out = slowlink.capacity(delay, rate)
+        with SlowLink(direct, delay, rate, self.work / "slowlink.log") as link:
+            out["rtt_ms"] = self._rtt(link.endpoint)
         out["rtt_direct_ms"] = self._rtt(direct)
         return out
 
@@ -286,6 +285,7 @@ def main() -> None:
     ap.add_argument("--read", type=int, default=1000, help="random small objects read")
     ap.add_argument("--seq-mib", type=int, default=256, help="the big object (multiple of 64)")
     ap.add_argument("--links", default="loopback,slow")
+    ap.add_argument("--sides", default=",".join(SIDES), help="a subset of " + ",".join(SIDES))
     ap.add_argument("--delay-ms", type=float, default=10.0)
     ap.add_argument("--rate-mbit", type=float, default=1000.0)
     ap.add_argument("--json", type=Path, help="also write every run here")
@@ -293,17 +293,21 @@ def main() -> None:
     ap.add_argument("--no-install", action="store_true",
                     help="never apt-get the peers: without them, measure dosfs's sides only")
     a = ap.parse_args()
+    # SIGTERM unwinds like an error, so every finally runs: mounts unmounted, forwarders stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     DROP[0] = not a.no_drop_caches
     run(Path(a.work), Path(a.server), a.runs, a.small, a.read, a.seq_mib, a.links.split(","),
-        a.delay_ms / 1e3, a.rate_mbit * 1e6, a.json, install=not a.no_install)
+        a.delay_ms / 1e3, a.rate_mbit * 1e6, a.json, install=not a.no_install,
+        only=tuple(a.sides.split(",")))
 
 
 def run(work: Path, server: Path, runs: int, n_small: int = 4000, n_read: int = 1000,
         seq_mib: int = 256, links: list[str] | None = None, delay: float = 0.010,
-        rate_bits: float = 1e9, json_out: Path | None = None, install: bool = True) -> None:
+        rate_bits: float = 1e9, json_out: Path | None = None, install: bool = True,
+        only: tuple[str, ...] = SIDES) -> None:
     links = links or ["loopback", "slow"]
     why = peers.ensure_tools(install)
-    sides = SIDES if why is None else tuple(s for s in SIDES if s not in peers.TOOLS)
+    sides = tuple(s for s in only if why is None or s not in peers.TOOLS)
     keys = peers.Keys.from_env()
     direct = os.environ["AWS_ENDPOINT_URL"]
     work = work / "peers"

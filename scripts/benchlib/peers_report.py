@@ -84,11 +84,12 @@ def render_link(name: str, entry: dict[str, Any], size: int, n_read: int) -> lis
         head = f"link: {name}, straight to the gateway on 127.0.0.1"
     else:
         head = (f"link: {name}, the gateway behind slowlink.py ({entry['delay'] * 1e3:g} ms each "
-                f"way, {entry['rate_bits'] / 1e9:g} Gbit/s)\n  the forwarder, checked first: a "
-                f"GET through it uncapped {check['uncapped']:.0f} MiB/s, capped "
-                f"{check['capped']:.0f} MiB/s ({check['capped'] * MiB * 8 / 1e9:.2f} Gbit/s); "
-                f"1-byte GET round trip {check['rtt_ms']:.1f} ms (direct "
-                f"{check['rtt_direct_ms']:.1f} ms)")
+                f"way, {entry['rate_bits'] / 1e9:g} Gbit/s)\n  the forwarder, checked first with "
+                f"a local source: {check['uncapped']:.0f} MiB/s uncapped (straight: "
+                f"{check['direct']:.0f} MiB/s), {check['capped']:.0f} MiB/s capped "
+                f"({check['capped'] * MiB * 8 / 1e9:.2f} Gbit/s, set-up included); round trip "
+                f"of a 1-byte GET {check['rtt_ms']:.1f} ms (straight {check['rtt_direct_ms']:.1f}"
+                " ms)")
     lines = [head]
     if entry.get("untrusted"):
         lines.append("  NOT MEASURED: the forwarder cannot carry the rate on this machine now")

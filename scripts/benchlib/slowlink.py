@@ -21,8 +21,11 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -192,6 +195,56 @@ class SlowLink:
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class Source:
+    """A local TCP server that sends `size` zero bytes to each connection: a source cheap
+    enough that what a sink measures through the forwarder is the forwarder."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytes(size)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(self.data)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.server.close()
+
+
+def sink(port: int) -> float:
+    """MiB/s of everything one connection to 127.0.0.1:port delivers, set-up included."""
+    buf = bytearray(1 << 20)
+    t = time.perf_counter()
+    got = 0
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        while n := s.recv_into(buf):
+            got += n
+    return got / (1 << 20) / (time.perf_counter() - t)
+
+
+def capacity(delay: float, rate_bits: float) -> dict[str, float]:
+    """Can the forwarder carry `rate_bits` here and now? One second's worth of bytes at that
+    rate from a local source: straight, through the forwarder uncapped, and capped. The bench
+    trusts the link only when the uncapped forwarder is well above the cap."""
+    with Source(max(16 << 20, int(rate_bits / 8))) as src:
+        out = {"direct": sink(src.port)}
+        for name, (d, r) in {"uncapped": (0.0, 0.0), "capped": (delay, rate_bits)}.items():
+            with SlowLink(f"127.0.0.1:{src.port}", d, r) as link:
+                out[name] = sink(link.port)
+    return out
 
 
 def main() -> None:
