@@ -19,7 +19,7 @@ PAIRS = (("dosfs", "rclone"), ("dosfs", "s3fs"), ("rc", "rclone"), ("rc", "s3fs"
          ("dosfs", "get"), ("rc", "get"))
 # (label, part, field, how): "s" rows are seconds (ratios are taken), others are shown as is
 ROWS = (
-    ("mount start, s", "start", "start", "s"),
+    ("mount start, s (RC: opening it)", "start", "start", "s"),
     ("first read of the big object, MiB/s", "seq", "first", "rate"),
     ("  downloaded / its size", "seq", "per_byte", "x"),
     ("  GET requests", "seq", "gets", "n"),
