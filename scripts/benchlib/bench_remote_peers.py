@@ -153,6 +153,8 @@ def build(work: Path, n_small: int, seq_mib: int) -> Data:
 
 
 class Bench:
+    """The figures of one side on one link; every mount it starts, it stops."""
+
     def __init__(self, data: Data, server: Path, work: Path, points: Path, keys: peers.Keys,
                  n_read: int, sides: tuple[str, ...], reader: Reader) -> None:
         self.data, self.work, self.points = data, work, points
