@@ -1,16 +1,22 @@
 """Figures of the remote tier, side by side in one run against one server (scripts/bench-remote).
 
 Each figure prints dosfs's number, the plain S3 operation with the same client (obstore), and
-their ratio (> 1: dosfs faster), plus this process's peak RSS."""
+their ratio (> 1: dosfs faster), plus this process's peak RSS. Then the peers (rclone mount,
+s3fs) on one container, on loopback and behind a 10 ms / 1 Gbit/s link (bench_remote_peers.py;
+--peers-only runs just those)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import resource
+import signal
+import sys
 import time
+from pathlib import Path
 
 import bench_remote_mount  # type: ignore[import-not-found]
+import bench_remote_peers  # type: ignore[import-not-found]
 import obstore
 
 from dosfs.container import Container
@@ -27,7 +33,25 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--mount-mib", type=int, default=1024,
                     help="size of the object read through the s3 mount (0: skip)")
+    ap.add_argument("--server", help="the scripts/s3-server folder (default: WORK/s3)")
+    ap.add_argument("--peers-runs", type=int, default=3,
+                    help="runs of each peer figure per link (0: no peer figures)")
+    ap.add_argument("--peers-only", action="store_true", help="only the peer figures")
+    ap.add_argument("--peers-json", type=Path, help="also write the peer figures' runs here")
     args = ap.parse_args()
+    # SIGTERM unwinds like an error, so every finally runs: mounts unmounted, forwarders stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not args.peers_only:
+        issue12(args)
+    if args.peers_runs:
+        bench_remote_peers.run(Path(args.work), Path(args.server or Path(args.work) / "s3"),
+                               args.peers_runs, json_out=args.peers_json)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process {peak:.0f} MiB")
+
+
+def issue12(args: argparse.Namespace) -> None:
+    """Push, the verified stream, bulk small reads, the index and the s3 mount (issue 12)."""
     create_bucket("bench")
     store = make_store(parse_url("s3://bench/x"))
 
@@ -97,8 +121,6 @@ def main() -> None:
           f"({index / args.small:.0f} B/object), fetched and opened in {t_open * 1e3:.0f} ms")
     if args.mount_mib:
         bench_remote_mount.run(args.work, "bench", args.mount_mib)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

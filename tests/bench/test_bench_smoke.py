@@ -147,7 +147,7 @@ def test_bench_remote_tiny() -> None:
         pytest.skip(reason)
     proc = subprocess.run(
         [str(ROOT / "scripts" / "bench"), "remote", "--pack-mib", "64", "--small", "200",
-         "--mount-mib", "16"],
+         "--mount-mib", "16", "--peers-runs", "0"],  # the peers: tests/remote/test_peers_bench.py
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
