@@ -44,7 +44,7 @@ WINDOW = 8 * 1024 * 1024
 #: unreferenced bytes between two objects that are still read through rather than skipped
 GAP = 256 * 1024
 #: windows announced ahead to the pack source (PackSource.will_read)
-LOOKAHEAD = 4
+LOOKAHEAD = 16
 
 Payload = bytes | ObjectReader | None
 #: packed objects come with their raw index row (meta is built only if someone asks)

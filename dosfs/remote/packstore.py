@@ -55,6 +55,9 @@ SPAN = 8 * 1024 * 1024
 #: GETs in flight for readers' misses, and for read-ahead
 FETCHERS = 4
 AHEAD_FETCHERS = 3
+#: a bulk read's announced windows (will_read): GETs in flight, at most BULK_SPAN each, at most
+#: BULK_BUDGET announced and unread (1,000 random small objects 10 ms away: 1.4 s -> 1.07 s)
+BULK_FETCHERS, BULK_SPAN, BULK_BUDGET = 8, 1024 * 1024, 32 * 1024 * 1024
 #: a read starting this close to where a stream stopped continues it
 NEAR = 4 * 1024 * 1024
 #: streams remembered per open pack
@@ -148,14 +151,14 @@ class RemotePackSource:
     def will_read(self, ranges: list[tuple[int, int]]) -> None:
         """Fetch the ranges a bulk read announces, in order, at most the store's read-ahead
         bound in all (what is cached or in flight is not fetched again)."""
-        budget = self._store.max_ahead
+        budget = min(self._store.max_ahead, BULK_BUDGET)
         for lo, hi in ranges:
             if budget <= 0:
                 break
             hi = min(hi, lo + budget, self._size)
             budget -= hi - lo
             for seg, s_lo, s_hi in self._map(lo, hi):
-                self._store.pool.prefetch(seg, s_lo, s_hi)
+                self._store.pool.prefetch(seg, s_lo, s_hi, bulk=True)
 
     def _map(self, lo: int, hi: int) -> list[tuple[Segment, int, int]]:
         """[lo, hi) of the pack as (segment, lo, hi) pieces."""
@@ -308,6 +311,7 @@ class FetchPool:
         self._inflight: dict[str, dict[int, tuple[int, Future[bytes]]]] = {}
         self._misses: ThreadPoolExecutor | None = None
         self._ahead: ThreadPoolExecutor | None = None
+        self._bulk: ThreadPoolExecutor | None = None
         self._warned = False
         self._advised: OrderedDict[tuple[str, int], None] = OrderedDict()
 
@@ -362,14 +366,16 @@ class FetchPool:
             pos = best[1]
         return parts
 
-    def prefetch(self, seg: Segment, lo: int, hi: int) -> None:
-        """Fetch what of [lo, hi) is neither cached nor in flight, in GETs of up to SPAN."""
+    def prefetch(self, seg: Segment, lo: int, hi: int, *, bulk: bool = False) -> None:
+        """Fetch what of [lo, hi) is neither cached nor in flight, in GETs of up to SPAN (on
+        the fetchers of a bulk read's announced windows with `bulk`, else read-ahead's)."""
         with self._lock:
+            span = BULK_SPAN if bulk else SPAN
             for g_lo, g_hi in self._gaps(self._sources(seg, lo, hi), lo, hi):
-                for s in range(g_lo, g_hi, SPAN):
-                    self._start(seg, s, min(s + SPAN, g_hi), ahead=True)
+                for s in range(g_lo, g_hi, span):
+                    self._start(seg, s, min(s + span, g_hi), ahead=True, bulk=bulk)
 
-    def _start(self, seg: Segment, lo: int, hi: int, *, ahead: bool
+    def _start(self, seg: Segment, lo: int, hi: int, *, ahead: bool, bulk: bool = False
                ) -> list[tuple[int, int, Future[bytes] | None]]:
         """One GET of [lo, hi), registered piece by piece (lock held)."""
         pieces: list[tuple[int, int, Future[bytes] | None]] = []
@@ -381,7 +387,11 @@ class FetchPool:
             flying[s] = (e, future)
             pieces.append((s, e, future))
             s = e
-        if ahead:
+        if bulk:
+            if self._bulk is None:
+                self._bulk = ThreadPoolExecutor(BULK_FETCHERS, thread_name_prefix="s3-bulk")
+            executor = self._bulk
+        elif ahead:
             if self._ahead is None:
                 self._ahead = ThreadPoolExecutor(AHEAD_FETCHERS, thread_name_prefix="s3-ahead")
             executor = self._ahead
@@ -484,7 +494,7 @@ class FetchPool:
                 self._forget(seg.key, piece)
 
     def close(self) -> None:
-        for executor in (self._misses, self._ahead):
+        for executor in (self._misses, self._ahead, self._bulk):
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
-        self._misses = self._ahead = None
+        self._misses = self._ahead = self._bulk = None
