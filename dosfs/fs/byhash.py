@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,13 +30,16 @@ from dosfs.container.errors import CorruptObject
 from dosfs.container.packstore import Unavailable
 from dosfs.engine import EngineLike, VerifierLike
 from dosfs.fs import handles as _handles
-from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
+from dosfs.fs.attrs import FIXED_TIMEOUT, OBJECT_TIMEOUT, AttrBuilder
 from dosfs.fs.errors import fuse_error
 from dosfs.fs.handles import HashDirHandle, ListingEntry, ReadHandle
 from dosfs.fs.inodes import (
     BY_HASH_INODE,
+    BY_HASH_NAME,
     MAX_ROWID,
+    FixedDir,
     InodeTable,
+    Node,
     ObjectNode,
     PackedRef,
     ShortLink,
@@ -43,6 +47,7 @@ from dosfs.fs.inodes import (
     packed_number,
 )
 from dosfs.fs.memory import Trimmer
+from dosfs.fs.namespace import NamespaceBase, Namespaces
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 
@@ -80,20 +85,29 @@ def listing_entry(hashkey: str, size: int, rowid: int | None) -> ListingEntry:
     return hashkey.encode(), hashkey, size, ino, 16 + top
 
 
-class ByHash:
-    """The by-hash/ namespace over one engine."""
+class ByHash(NamespaceBase):
+    """The by-hash/ namespace over one engine: its folder, objects (loose: ObjectNode, packed:
+    PackedRef) and short-hash links; read-only (``listing``: whether the folder may be read)."""
 
     def __init__(
         self,
+        spaces: Namespaces,
         engine: EngineLike,
         table: InodeTable,
         attrs: AttrBuilder,
         offload: Offload,
         *,
         verify: bool = True,
+        listing: bool = True,
+        read_only: bool = False,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
         stats: Stats | None = None,
     ) -> None:
+        super().__init__(spaces)
+        self.dir = FixedDir(BY_HASH_INODE, BY_HASH_NAME, BY_HASH_INODE)
+        table.add_fixed(self.dir)
+        self.listing = listing
+        self.read_only = read_only
         self.engine = engine
         self.entry = engine.entry_recent  # bound once: the lookup hot path
         #: set by lookups while the engine holds a read snapshot for them (snapshot_keeper)
@@ -112,7 +126,15 @@ class ByHash:
         self.verdicts: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ names
-    def lookup(self, name: bytes) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
+        if parent is self.dir:
+            if name != b"." and name != b"..":
+                return self.lookup_hash(name)
+            if name == b"..":
+                return self.spaces.entry(self.spaces.root)
+        return await super().lookup(parent, name)  # ".", or a name inside a file: ENOTDIR
+
+    def lookup_hash(self, name: bytes) -> pyfuse3.EntryAttributes:
         """The attributes of `name`, counted as one more kernel reference; ENOENT if absent.
         One index query; a packed object's number is computed from its row (the hot path of
         `stat` and `open` of names the kernel has not seen: kept flat on purpose)."""
@@ -182,11 +204,44 @@ class ByHash:
             for old in stale:
                 self.invalidate_entry(BY_HASH_INODE, old.hashkey.encode())
 
-    def node_attrs(self, node: ObjectNode) -> pyfuse3.EntryAttributes:
-        return self.attrs.object(node.ino, node.size)
+    def count(self, node: Node) -> None:
+        if isinstance(node, ObjectNode):
+            self.remember(node)
+        else:
+            node.lookups += 1
+
+    def getattr(self, node: Node) -> pyfuse3.EntryAttributes:
+        if isinstance(node, ObjectNode):
+            return self.attrs.object(node.ino, node.size)
+        if isinstance(node, PackedRef):
+            return self.packed_attrs(node)
+        if isinstance(node, ShortLink):
+            return self.short_attrs(node)
+        return self.attrs.directory(node.ino, 0o555 if self.listing else 0o111, 2, FIXED_TIMEOUT)
+
+    def readlink(self, node: Node) -> bytes:
+        if isinstance(node, ShortLink):
+            return node.target
+        raise fuse_error(errno.EINVAL)
+
+    def refuse(self, node: Node) -> pyfuse3.FUSEError:
+        """by-hash/ is read-only; a name inside one of its files is ENOTDIR on a writable
+        mount (as incoming/ answers for its files)."""
+        if self.read_only or node is self.dir:
+            return fuse_error(errno.EROFS)
+        return fuse_error(errno.ENOTDIR)
 
     # ------------------------------------------------------------------ open, read, release
-    def open(self, node: ObjectNode | PackedRef) -> ReadHandle:
+    async def open(self, node: Node, flags: int) -> tuple[ReadHandle, pyfuse3.FileInfo]:
+        if isinstance(node, ObjectNode | PackedRef):
+            if (flags & os.O_ACCMODE) != os.O_RDONLY:
+                raise fuse_error(errno.EROFS)
+            return self.open_object(node), pyfuse3.FileInfo(keep_cache=True)
+        if isinstance(node, ShortLink):
+            raise fuse_error(errno.ELOOP)
+        raise fuse_error(errno.EISDIR)
+
+    def open_object(self, node: ObjectNode | PackedRef) -> ReadHandle:
         """A read handle of an object inode (its verdict, if known, comes along)."""
         if isinstance(node, PackedRef):
             reader = self.engine.open_object_by_id(node.rowid)  # one round trip, by row
@@ -290,7 +345,18 @@ class ByHash:
         log.error("corrupt object %s: %s; answering EIO", handle.hashkey, reason)
         return fuse_error(errno.EIO)
 
-    def release(self, handle: ReadHandle) -> None:
+    async def release(self, handle: ReadHandle) -> None:
+        self.close(handle)
+
+    def shutdown(self, handles: list[ReadHandle]) -> None:
+        for handle in handles:
+            try:
+                self.close(handle)
+            except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+                log.warning("cleanup at unmount: %s", exc)
+
+    def close(self, handle: ReadHandle) -> None:
+        """Stop the handle's hashing, close its reader (and give freed pages back)."""
         if handle.verifier is not None:
             handle.verifier.cancel()
             handle.verifier = None
@@ -299,6 +365,13 @@ class ByHash:
             self.trimmer.maybe_trim()  # its checkpoints were freed: give the pages back
 
     # ------------------------------------------------------------------ listing
+    def opendir(self, node: Node) -> HashDirHandle:
+        if node is not self.dir:
+            raise fuse_error(errno.ENOTDIR)
+        if not self.listing:
+            raise fuse_error(errno.EACCES)
+        return HashDirHandle()
+
     async def readdir(self, handle: HashDirHandle, start_id: int, token: Any) -> None:
         """The hot loop of `ls -l`: entries come from the worker thread ready to reply (name
         bytes, computed inode, cursor), so a packed entry costs one attribute object and one
@@ -393,7 +466,9 @@ class ByHash:
     def _hashkey(self, node: ObjectNode | PackedRef) -> str:
         return self._packed(node)[0] if isinstance(node, PackedRef) else node.hashkey
 
-    def getxattr(self, node: ObjectNode | PackedRef, key: str) -> bytes:
+    async def getxattr(self, node: Node, key: str) -> bytes:
+        if not isinstance(node, ObjectNode | PackedRef):
+            raise fuse_error(pyfuse3.ENOATTR)
         if key == "hash":
             return self._hashkey(node).encode()
         meta = self.engine.get_object_meta(self._hashkey(node))
@@ -408,7 +483,9 @@ class ByHash:
             return str(getattr(meta, key)).encode()
         raise fuse_error(pyfuse3.ENOATTR)
 
-    def listxattr(self, node: ObjectNode | PackedRef) -> list[bytes]:
+    def listxattr(self, node: Node) -> list[bytes]:
+        if not isinstance(node, ObjectNode | PackedRef):
+            return []
         keys: tuple[str, ...] = XATTR_ALWAYS
         if self.engine.get_object_meta(self._hashkey(node)).type.value == "packed":
             keys += XATTR_PACKED
