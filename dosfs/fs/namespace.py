@@ -113,8 +113,8 @@ class Namespace(Protocol[F, D]):
 
     # lifecycle
     def shutdown(self, handles: list[F]) -> None:
-        """After the loop ended: settle this namespace's files still open, close what it
-        holds open (best effort: what fails is logged)."""
+        """After the loop ended: settle this namespace's files still open and close what it
+        holds open (the worker threads have stopped)."""
         ...
 
 
@@ -236,6 +236,9 @@ class Namespaces:
         self.table: list[Namespace[Any, Any]] = [self.unserved] * (NODES_INODE + 1)
 
     def add(self, space: int, namespace: Namespace[Any, Any]) -> None:
+        """Serve ``space`` (the inode of the namespace's folder) by ``namespace``."""
+        while len(self.table) <= space:  # in place: Operations holds this very list
+            self.table.append(self.unserved)
         self.table[space] = namespace
 
     def entry(self, node: Node) -> Entry:
@@ -248,8 +251,8 @@ class Namespaces:
         return self.table[node.space].getattr(node)
 
     def shutdown(self, handles: list[Any]) -> None:
-        """Hand each namespace its handles still open, the dependent ones first (nodes/ and
-        incoming/ build on by-hash/); each settles what it can and logs the rest."""
+        """Hand each namespace its handles still open, in reverse order of the ids, so that
+        nodes/ and incoming/ (which build on by-hash/) go before by-hash/."""
         for space in reversed(range(len(self.table))):
             namespace = self.table[space]
             if namespace is not self.unserved:
