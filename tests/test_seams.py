@@ -143,3 +143,35 @@ def test_no_module_over_500_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, long
+
+
+#: what a request handler of Operations may touch on ``self``: the inode and handle tables, the
+#: table of namespaces, and what is the same for every namespace (statistics, statfs)
+HANDLER_STATE = {"table", "files", "dirs", "_spaces", "stats", "engine", "_statfs"}
+
+
+def test_operations_is_a_table_of_namespaces() -> None:
+    """Operations dispatches through the table of namespaces, not by type checks (issue 20):
+    no isinstance/issubclass/type() or match anywhere in operations.py, and no request handler
+    reaches a namespace, a node or an inode number of its own (``self.by_hash``,
+    ``self.root``, ``BY_HASH_INODE``, ...): a fourth namespace touches no handler."""
+    path = PACKAGE / "fs" / "operations.py"
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                "isinstance", "issubclass", "type"):
+            found.append(f"line {node.lineno}: {node.func.id}()")
+        elif isinstance(node, ast.Match):
+            found.append(f"line {node.lineno}: match")
+    ops = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Operations")
+    handlers = [f for f in ops.body if isinstance(f, ast.AsyncFunctionDef)]
+    assert len(handlers) > 20  # every request handler of pyfuse3 that the mount answers
+    for handler in handlers:
+        for node in ast.walk(handler):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "self" and node.attr not in HANDLER_STATE):
+                found.append(f"{handler.name}, line {node.lineno}: self.{node.attr}")
+            elif isinstance(node, ast.Name) and node.id.endswith("_INODE"):
+                found.append(f"{handler.name}, line {node.lineno}: {node.id}")
+    assert not found, "operations.py dispatches by hand:\n" + "\n".join(found)

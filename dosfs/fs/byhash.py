@@ -15,11 +15,10 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pyfuse3
 import trio
@@ -28,21 +27,24 @@ from dosfs.container import verify as _verify
 from dosfs.container.errors import CorruptObject, NotExistent
 from dosfs.container.packstore import Unavailable, WouldBlock, local_only
 from dosfs.engine import EngineLike, VerifierLike
-from dosfs.fs import handles as _handles
-from dosfs.fs.attrs import OBJECT_TIMEOUT, AttrBuilder
+from dosfs.fs.attrs import FIXED_TIMEOUT, AttrBuilder
+from dosfs.fs.byhash_listing import HashListing
 from dosfs.fs.errors import fuse_error
-from dosfs.fs.handles import HashDirHandle, ListingEntry, ReadHandle
+from dosfs.fs.handles import ReadHandle
 from dosfs.fs.inodes import (
     BY_HASH_INODE,
+    BY_HASH_NAME,
     MAX_ROWID,
+    FixedDir,
     InodeTable,
+    Node,
     ObjectNode,
     PackedRef,
     ShortLink,
-    packed_ino_from_top,
     packed_number,
 )
 from dosfs.fs.memory import Trimmer
+from dosfs.fs.namespace import NamespaceBase, Namespaces
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 
@@ -55,8 +57,6 @@ RETRY_AFTER = 2.0
 SMALL_VERIFY = _verify.SMALL_VERIFY  # one bound for the mount and `dosfs cat`
 #: Closing a compressed reader of at least this size returns freed heap memory to the OS.
 TRIM_AFTER = 8 << 20
-#: How many entries a by-hash listing fetches per worker-thread round trip.
-LISTING_BATCH = 2048
 #: Seconds after the last lookups that the engine's lookup snapshot is ended (snapshot_keeper).
 SNAPSHOT_IDLE = 0.1
 #: Verdicts remembered (about 100 bytes each); the oldest are forgotten first.
@@ -67,33 +67,29 @@ XATTR_ALWAYS = ("hash", "type", "size")
 XATTR_PACKED = ("pack_id", "pack_offset", "pack_length", "compressed")
 
 
-def cursor_id(hashkey: str) -> int:
-    """Readdir cursor of a by-hash entry: 16 + its first 60 bits, ordered like the hashes."""
-    return 16 + int(hashkey[:15], 16)
-
-
-def listing_entry(hashkey: str, size: int, rowid: int | None) -> ListingEntry:
-    """What readdir replies for one object, computed in the worker thread that fetched it:
-    (name, hashkey, size, inode or None for a loose object, cursor)."""
-    top = int(hashkey[:15], 16)
-    ino = packed_ino_from_top(rowid, top) if rowid is not None else None
-    return hashkey.encode(), hashkey, size, ino, 16 + top
-
-
-class ByHash:
-    """The by-hash/ namespace over one engine."""
+class ByHash(HashListing, NamespaceBase):
+    """The by-hash/ namespace over one engine: its folder, objects (loose: ObjectNode, packed:
+    PackedRef) and short-hash links; read-only (``listing``: whether the folder may be read)."""
 
     def __init__(
         self,
+        spaces: Namespaces,
         engine: EngineLike,
         table: InodeTable,
         attrs: AttrBuilder,
         offload: Offload,
         *,
         verify: bool = True,
+        listing: bool = True,
+        read_only: bool = False,
         invalidate_entry: Callable[[int, bytes], None] | None = None,
         stats: Stats | None = None,
     ) -> None:
+        super().__init__(spaces)
+        self.dir = FixedDir(BY_HASH_INODE, BY_HASH_NAME, BY_HASH_INODE)
+        table.add_fixed(self.dir)
+        self.listing = listing
+        self.read_only = read_only
         self.engine = engine
         self.entry = engine.entry_recent  # bound once: the lookup hot path
         #: lookups may wait on a server (an s3 mount): see lookup_waiting
@@ -114,7 +110,17 @@ class ByHash:
         self.verdicts: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ names
-    def lookup(self, name: bytes) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
+        if parent is self.dir:
+            if name != b"." and name != b"..":
+                if self.index_may_block:  # an s3 mount: the index is read on demand
+                    return await self.lookup_waiting(name)
+                return self.lookup_hash(name)
+            if name == b"..":
+                return self.spaces.entry(self.spaces.root)
+        return await super().lookup(parent, name)  # ".", or a name inside a file: ENOTDIR
+
+    def lookup_hash(self, name: bytes) -> pyfuse3.EntryAttributes:
         """The attributes of `name`, counted as one more kernel reference; ENOENT if absent.
         One index query; a packed object's number is computed from its row (the hot path of
         `stat` and `open` of names the kernel has not seen: kept flat on purpose)."""
@@ -140,11 +146,11 @@ class ByHash:
         inode table is only touched there."""
         try:
             with local_only():
-                return self.lookup(name)
+                return self.lookup_hash(name)
         except WouldBlock:
             pass
         await self.offload.wait_network(self._warm_name, name)
-        return self.lookup(name)
+        return self.lookup_hash(name)
 
     def _warm_name(self, name: bytes) -> None:
         """The engine calls lookup(name) makes, for their side effect: pages fetched."""
@@ -208,11 +214,46 @@ class ByHash:
             for old in stale:
                 self.invalidate_entry(BY_HASH_INODE, old.hashkey.encode())
 
-    def node_attrs(self, node: ObjectNode) -> pyfuse3.EntryAttributes:
-        return self.attrs.object(node.ino, node.size)
+    def count(self, node: Node) -> None:
+        if isinstance(node, ObjectNode):
+            self.remember(node)
+        else:
+            node.lookups += 1
+
+    def getattr(self, node: Node) -> pyfuse3.EntryAttributes:
+        if isinstance(node, ObjectNode):
+            return self.attrs.object(node.ino, node.size)
+        if isinstance(node, PackedRef):
+            return self.packed_attrs(node)
+        if isinstance(node, ShortLink):
+            return self.short_attrs(node)
+        return self.attrs.directory(node.ino, 0o555 if self.listing else 0o111, 2, FIXED_TIMEOUT)
+
+    def readlink(self, node: Node) -> bytes:
+        if isinstance(node, ShortLink):
+            return node.target
+        raise fuse_error(errno.EINVAL)
+
+    def refuse(self, node: Node) -> pyfuse3.FUSEError:
+        """by-hash/ is read-only; a name inside one of its files is ENOTDIR on a writable
+        mount (as incoming/ answers for its files)."""
+        if self.read_only or node is self.dir:
+            return fuse_error(errno.EROFS)
+        return fuse_error(errno.ENOTDIR)
 
     # ------------------------------------------------------------------ open, read, release
-    def open(self, node: ObjectNode | PackedRef) -> ReadHandle:
+    async def open(self, node: Node, flags: int) -> tuple[ReadHandle, pyfuse3.FileInfo]:
+        if isinstance(node, ObjectNode | PackedRef):
+            if (flags & os.O_ACCMODE) != os.O_RDONLY:
+                raise fuse_error(errno.EROFS)
+            if self.index_may_block:  # an s3 mount: the index is read on demand
+                return await self.open_waiting(node), pyfuse3.FileInfo(keep_cache=True)
+            return self.open_object(node), pyfuse3.FileInfo(keep_cache=True)
+        if isinstance(node, ShortLink):
+            raise fuse_error(errno.ELOOP)
+        raise fuse_error(errno.EISDIR)
+
+    def open_object(self, node: ObjectNode | PackedRef) -> ReadHandle:
         """A read handle of an object inode (its verdict, if known, comes along)."""
         if isinstance(node, PackedRef):
             reader = self.engine.open_object_by_id(node.rowid)  # one round trip, by row
@@ -228,14 +269,14 @@ class ByHash:
         """open() on an engine whose index may wait on a server (as lookup_waiting)."""
         try:
             with local_only():
-                return self.open(node)
+                return self.open_object(node)
         except WouldBlock:
             pass
         if isinstance(node, ObjectNode):
             await self.offload.wait_network(self._warm_name, node.hashkey.encode())
         else:
             await self.offload.wait_network(self.engine.entry_by_id, node.rowid)
-        return self.open(node)
+        return self.open_object(node)
 
     def open_committed(self, hashkey: str) -> ReadHandle:
         """A read handle of an object the mount just committed (and so hashed itself)."""
@@ -329,7 +370,18 @@ class ByHash:
         log.error("corrupt object %s: %s; answering EIO", handle.hashkey, reason)
         return fuse_error(errno.EIO)
 
-    def release(self, handle: ReadHandle) -> None:
+    async def release(self, handle: ReadHandle) -> None:
+        self.close(handle)
+
+    def shutdown(self, handles: list[ReadHandle]) -> None:
+        for handle in handles:
+            try:
+                self.close(handle)
+            except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+                log.warning("cleanup at unmount: %s", exc)
+
+    def close(self, handle: ReadHandle) -> None:
+        """Stop the handle's hashing, close its reader (and give freed pages back)."""
         if handle.verifier is not None:
             handle.verifier.cancel()
             handle.verifier = None
@@ -337,103 +389,13 @@ class ByHash:
         if handle.reader.compressed and handle.reader.size >= TRIM_AFTER:
             self.trimmer.maybe_trim()  # its checkpoints were freed: give the pages back
 
-    # ------------------------------------------------------------------ listing
-    async def readdir(self, handle: HashDirHandle, start_id: int, token: Any) -> None:
-        """The hot loop of `ls -l`: entries come from the worker thread ready to reply (name
-        bytes, computed inode, cursor), so a packed entry costs one attribute object and one
-        readdir_reply here."""
-        async with handle.lock:
-            if start_id != handle.position:
-                after = None if start_id == 0 else handle.recent.get(start_id)
-                if after is None and start_id != 0:  # older than we remember: by its prefix
-                    prefix = format(start_id - 16, "015x")
-                    after = prefix + "f" * (self.engine.hash_length - len(prefix))
-                handle.reset(after)
-                handle.position = start_id
-            reply = _handles.readdir_reply
-            obj_attrs = self.attrs.object
-            items = handle.items
-            i = handle.index
-            try:
-                while True:
-                    n = len(items)
-                    while i < n:
-                        name, hashkey, size, ino, next_id = items[i]
-                        if ino is None:
-                            if not self._reply_loose(token, name, hashkey, size, next_id):
-                                return
-                        elif not reply(token, name, obj_attrs(ino, size), next_id):
-                            return
-                        i += 1
-                    if handle.exhausted:
-                        return
-                    handle.accept(i)
-                    await self._fill(handle)
-                    items = handle.items
-                    i = 0
-            finally:
-                handle.accept(i)
-
-    def _reply_loose(self, token: Any, name: bytes, hashkey: str, size: int, next_id: int) -> bool:
-        """A loose object's entry: a tracked inode while the table has room, else an untracked
-        number with zero timeouts."""
-        table = self.table
-        node = table.find_object(hashkey)
-        if node is None and table.object_count >= table.max_objects:
-            # The kernel keeps every READDIRPLUS entry (until memory pressure), and it can only
-            # drop the ones we invalidate between getdents calls. Past the bound, hand out a
-            # number we do not track, with zero timeouts: any use of the entry revalidates it by
-            # name first and gets a tracked inode.
-            attrs = self.attrs.untracked_object(table.spare_number(), size)
-            return bool(_handles.readdir_reply(token, name, attrs, next_id))
-        created = node is None
-        if node is None:
-            node = table.object_node(hashkey, size)
-        # Tracked entries get the long timeouts of lookups (`ls -l` then needs no lookups) and
-        # count against the bound like them.
-        attrs = self.attrs.object(node.ino, node.size, OBJECT_TIMEOUT)
-        if not _handles.readdir_reply(token, name, attrs, next_id):
-            if created:
-                table.maybe_drop(node)
-            return False
-        self.remember(node)
-        return True
-
-    async def _fill(self, handle: HashDirHandle) -> None:
-        """The next batch: the one prefetched for this cursor if any, else fetched now; then
-        the batch after it is started, so that it is ready when the kernel asks."""
-        pending = handle.prefetch
-        handle.prefetch = None
-        if pending is None or handle.prefetch_after != handle.after:
-            pending = self.offload.submit(self._fetch, handle.after,
-                                          network=self.index_may_block)
-        items, last, exhausted = await pending.result()
-        handle.items = items
-        handle.index = 0
-        handle.after = last
-        handle.exhausted = exhausted
-        if not exhausted:
-            handle.prefetch = self.offload.submit(self._fetch, last, network=self.index_may_block)
-            handle.prefetch_after = last
-
-    def _fetch(self, after: str | None) -> tuple[list[ListingEntry], str | None, bool]:
-        """One batch of the listing strictly after `after` (runs in a worker thread)."""
-        iterator = self.engine.iter_entries(after=after)
-        try:
-            items = [listing_entry(hashkey, size, rowid)
-                     for hashkey, size, rowid in itertools.islice(iterator, LISTING_BATCH)]
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-        last = items[-1][1] if items else after
-        return items, last, len(items) < LISTING_BATCH
-
     # ------------------------------------------------------------------ xattrs
     def _hashkey(self, node: ObjectNode | PackedRef) -> str:
         return self._packed(node)[0] if isinstance(node, PackedRef) else node.hashkey
 
-    def getxattr(self, node: ObjectNode | PackedRef, key: str) -> bytes:
+    async def getxattr(self, node: Node, key: str) -> bytes:
+        if not isinstance(node, ObjectNode | PackedRef):
+            raise fuse_error(pyfuse3.ENOATTR)
         if key == "hash":
             return self._hashkey(node).encode()
         meta = self.engine.get_object_meta(self._hashkey(node))
@@ -448,7 +410,9 @@ class ByHash:
             return str(getattr(meta, key)).encode()
         raise fuse_error(pyfuse3.ENOATTR)
 
-    def listxattr(self, node: ObjectNode | PackedRef) -> list[bytes]:
+    def listxattr(self, node: Node) -> list[bytes]:
+        if not isinstance(node, ObjectNode | PackedRef):
+            return []
         keys: tuple[str, ...] = XATTR_ALWAYS
         if self.engine.get_object_meta(self._hashkey(node)).type.value == "packed":
             keys += XATTR_PACKED

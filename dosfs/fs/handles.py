@@ -1,6 +1,7 @@
 """Open-file and open-directory handles: ``read(fh, ...)`` gets no inode, so state lives here.
 
-Handle numbers come from one counter per table and are not reused while the mount runs.
+Handle numbers come from one counter per table and are not reused while the mount runs. Each
+kind of handle names the namespace that serves it (``space``, see namespace.py).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import errno
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import pyfuse3
 import trio
 
 from dosfs.engine import ObjectReaderLike, VerifierLike
+from dosfs.fs.inodes import BY_HASH_INODE, INCOMING_INODE
 from dosfs.fs.tree import DirNode, TreeNode
 from dosfs.fs.workers import Pending
 
@@ -71,6 +73,7 @@ class ReadHandle:
     verifier: VerifierLike | None = None
     verdict: trio.Event | None = None
     unavailable_at: float = -1e9
+    space: ClassVar[int] = BY_HASH_INODE
 
 
 @dataclass(eq=False)
@@ -81,6 +84,7 @@ class WriteHandle:
     file: IncomingFile
     writable: bool = True  # read-only opens of a file being written skip the fsync at close
     reader: ObjectReaderLike | None = None
+    space: ClassVar[int] = INCOMING_INODE
 
 
 #: How many recent cursor positions a by-hash listing remembers exactly (see HashDirHandle).
@@ -111,6 +115,7 @@ class HashDirHandle:
     #: the next batch, being fetched by a worker, and the cursor it starts after
     prefetch: Pending | None = None
     prefetch_after: str | None = None
+    space: ClassVar[int] = BY_HASH_INODE
 
     def reset(self, after: str | None) -> None:
         self.prefetch = None  # a job in flight finishes; its result is dropped
@@ -141,8 +146,5 @@ class TreeDirHandle:
 
     dir: DirNode
     snapshot: list[tuple[int, bytes, TreeNode]] | None = None
+    space: ClassVar[int] = INCOMING_INODE
 
-
-@dataclass(eq=False)
-class RootDirHandle:
-    """The mount root: two fixed entries."""

@@ -1,43 +1,30 @@
 """incoming/: a writable staging tree whose finished files become links to their objects.
 
-An `IncomingFile` (incoming_file.py) owns its lifecycle; the `Incoming` namespace does the names
-(create, mkdir, symlink, rename, unlink, rmdir, setattr) and drives files from the handlers.
-
-Why commit at FLUSH: the kernel's FLUSH is synchronous with close(2) (RELEASE is not), so when
-close() of the last writable handle returns 0 the object is durable and the name is the link; a
-daemon that dies right after loses nothing. FLUSH comes at every close() of a descriptor, and
-the daemon cannot tell whether another descriptor of the same open file remains (dup2 + close,
-as shells do for every redirection; a forked child's exit; a shared mapping). So:
-
-* an empty file is not committed at FLUSH (every `cmd > incoming/f` closes its first descriptor
-  before writing anything) but at its last RELEASE;
-* a file written again after a commit (another descriptor of it was still open) is reseeded
-  with the committed bytes, goes back to WRITING and is committed again at its next FLUSH or
-  last RELEASE; the earlier content stays stored as an object of its own. Writes through a
-  mapping after the last close reach the daemon without a FLUSH: an fsync/msync of such a file
-  marks its staging file complete, which the next mount or `dosfs clean` commits if the daemon
-  dies before the final RELEASE.
+The `Incoming` namespace does the names (lookup, create, mkdir, symlink, rename, unlink, rmdir,
+setattr) and the listing; its open files go to `IncomingHandles` (incoming_handles.py: open
+to close, the commit at close), each file's states to `IncomingFile` (incoming_file.py).
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
-import logging
-import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyfuse3
 
-from dosfs.engine import EngineLike, ObjectReaderLike
+from dosfs.engine import EngineLike
 from dosfs.fs import handles as _handles
 from dosfs.fs.attrs import FIXED_TIMEOUT, INCOMING_TIMEOUT, AttrBuilder
 from dosfs.fs.errors import fuse_error
-from dosfs.fs.handles import TreeDirHandle, WriteHandle
+from dosfs.fs.handles import ReadHandle, TreeDirHandle, WriteHandle
 from dosfs.fs.incoming_file import FileState, IncomingFile
-from dosfs.fs.inodes import FixedDir, InodeTable, Node, ViewNode
+from dosfs.fs.incoming_handles import IncomingHandles, write_only
+from dosfs.fs.inodes import INCOMING_INODE, INCOMING_NAME, FixedDir, InodeTable, Node, ViewNode
+from dosfs.fs.namespace import Handle, NamespaceBase, Namespaces
 from dosfs.fs.offload import Offload
 from dosfs.fs.stats import Stats
 from dosfs.fs.tree import (
@@ -49,17 +36,14 @@ from dosfs.fs.tree import (
     subtree_depth,
 )
 
-log = logging.getLogger("dosfs.fs")
 
-#: bytes per read when a reopened file is reseeded with its committed content
-RESEED_CHUNK = 1 << 20
-
-
-class Incoming:
-    """The incoming/ namespace: names, files and their handles."""
+class Incoming(NamespaceBase):
+    """The incoming/ namespace: names, files and their handles. A committed file opened again
+    is its object, opened by ``open_object`` (by-hash/'s)."""
 
     def __init__(
         self,
+        spaces: Namespaces,
         engine: EngineLike,
         table: InodeTable,
         attrs: AttrBuilder,
@@ -67,8 +51,10 @@ class Incoming:
         *,
         read_only: bool,
         max_names: int,
+        open_object: Callable[[str], ReadHandle],
         stats: Stats | None = None,
     ) -> None:
+        super().__init__(spaces)
         self.engine = engine
         self.table = table
         self.attrs = attrs
@@ -79,18 +65,14 @@ class Incoming:
             (0o555 if read_only else 0o755) & ~attrs.umask, attrs.uid, attrs.gid,
             is_incoming_root=True,
         )
+        self.root.ino = INCOMING_INODE
+        self.root.name = INCOMING_NAME
+        table.add_fixed(self.root)
         self.tree = IncomingTree(table, self.root, max_names, engine.hash_length)
+        self.handles = IncomingHandles(engine, table, self.tree, offload, self.stats,
+                                       open_object)
 
     # ------------------------------------------------------------------ helpers
-    def path_of(self, node: TreeNode) -> str:
-        """incoming/... path of a node, for log messages."""
-        parts: list[bytes] = []
-        current: TreeNode | None = node
-        while current is not None:
-            parts.append(current.name)
-            current = current.parent
-        return os.fsdecode(b"/".join(reversed(parts)))
-
     def writable_dir(self, node: Node) -> DirNode:
         """The directory a create/mkdir/unlink/rename touches, or the right errno."""
         if self.read_only or isinstance(node, FixedDir | ViewNode):
@@ -101,6 +83,21 @@ class Incoming:
             raise fuse_error(errno.ENOENT)  # a directory removed while someone was inside it
         return node
 
+    async def lookup(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
+        node: TreeNode | None
+        if name == b".":
+            return self.spaces.entry(parent)
+        if name == b"..":  # incoming/ itself (and a removed folder) answers with itself
+            up = parent.parent if isinstance(parent, TreeNode) else None
+            return self.spaces.entry(parent if up is None else up)
+        if not isinstance(parent, DirNode):
+            raise fuse_error(errno.ENOTDIR)
+        node = await self.child(parent, name)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        node.lookups += 1
+        return self.node_attrs(node)
+
     async def child(self, parent: DirNode, name: bytes) -> TreeNode | None:
         """``parent/name``, waiting out a commit in progress (the name then is a link)."""
         node = parent.children.get(name)
@@ -108,6 +105,16 @@ class Incoming:
             await node.wait_committed()
             node = parent.children.get(name)
         return node
+
+    def getattr(self, node: Node) -> pyfuse3.EntryAttributes:
+        if not isinstance(node, TreeNode):  # pragma: no cover - every node here is one
+            raise fuse_error(errno.EIO)
+        return self.node_attrs(node)
+
+    def readlink(self, node: Node) -> bytes:
+        if not isinstance(node, LinkNode):
+            raise fuse_error(errno.EINVAL)
+        return node.link_target()
 
     def node_attrs(
         self, node: TreeNode, entry_timeout: float | None = None
@@ -135,33 +142,49 @@ class Incoming:
         self.tree.make_room()
 
     # ------------------------------------------------------------------ names
-    def mkdir(self, parent: DirNode, name: bytes, mode: int, ctx: Any) -> DirNode:
-        self._new_name(parent, name)
-        self.tree.check_depth(parent, 0)
+    async def mkdir(self, parent: Node, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        folder = self.writable_dir(parent)
+        self._new_name(folder, name)
+        self.tree.check_depth(folder, 0)
         node = DirNode(mode & ~ctx.umask, ctx.uid, ctx.gid)
         self.table.register(node)
-        self.tree.attach(parent, name, node)
+        self.tree.attach(folder, name, node)
         node.lookups += 1
-        return node
+        return self.node_attrs(node)
 
-    def symlink(self, parent: DirNode, name: bytes, target: bytes, ctx: Any) -> LinkNode:
-        self._new_name(parent, name)
+    async def symlink(self, parent: Node, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        folder = self.writable_dir(parent)
+        self._new_name(folder, name)
         node = LinkNode(ctx.uid, ctx.gid, target=target)
         self.table.register(node)
-        self.tree.attach(parent, name, node)
+        self.tree.attach(folder, name, node)
         node.lookups += 1
-        return node
+        return self.node_attrs(node)
 
-    async def unlink(self, parent: DirNode, name: bytes) -> None:
-        node = await self.child(parent, name)
+    async def mknod(self, parent: Node, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        self.writable_dir(parent)
+        check_name(name)
+        raise fuse_error(errno.EPERM)  # only files, directories and symlinks live here
+
+    async def link(self, inode: int, parent: Node, name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:
+        self.writable_dir(parent)
+        check_name(name)
+        raise fuse_error(errno.EPERM)  # no hard links: names are bookkeeping, one per node
+
+    async def unlink(self, parent: Node, name: bytes) -> None:
+        node = await self.child(self.writable_dir(parent), name)
         if node is None:
             raise fuse_error(errno.ENOENT)
         if isinstance(node, DirNode):
             raise fuse_error(errno.EISDIR)
         self.tree.detach(node)  # a file still open is discarded at its last close
 
-    def rmdir(self, parent: DirNode, name: bytes) -> None:
-        node = parent.children.get(name)
+    async def rmdir(self, parent: Node, name: bytes) -> None:
+        node = self.writable_dir(parent).children.get(name)
         if node is None:
             raise fuse_error(errno.ENOENT)
         if not isinstance(node, DirNode):
@@ -171,8 +194,10 @@ class Incoming:
         self.tree.detach(node)
 
     async def rename(
-        self, src_dir: DirNode, name_old: bytes, dst_dir: DirNode, name_new: bytes, flags: int
+        self, parent: Node, name_old: bytes, new_parent: int, name_new: bytes, flags: int
     ) -> None:
+        src_dir = self.writable_dir(parent)
+        dst_dir = self.writable_dir(self.table.get(new_parent))  # of whatever namespace
         check_name(name_new)
         if flags & ~(pyfuse3.RENAME_EXCHANGE | pyfuse3.RENAME_NOREPLACE):
             raise fuse_error(errno.EINVAL)
@@ -212,7 +237,7 @@ class Incoming:
         self.tree.move(node, dst_dir, name_new)
 
     async def setattr(
-        self, node: Node, attr: pyfuse3.EntryAttributes, fields: Any, handle: object
+        self, node: Node, attr: pyfuse3.EntryAttributes, fields: Any, handle: Handle | None
     ) -> None:
         if self.read_only or not isinstance(node, TreeNode):
             raise fuse_error(errno.EROFS)
@@ -227,7 +252,7 @@ class Incoming:
                 and handle.writable
                 and handle.file is node
             ):
-                await self._reseed(node)  # ftruncate on a descriptor still open after close
+                await self.handles.reseed(node)  # ftruncate on a descriptor still open after close
             if node.state is not FileState.WRITING:
                 raise fuse_error(errno.EROFS)
             await node.truncate(attr.st_size)
@@ -248,165 +273,59 @@ class Incoming:
             node.mtime_ns = attr.st_mtime_ns
         node.ctime_ns = time.time_ns()
 
+    def setxattr(self, node: Node, name: bytes, value: bytes) -> None:
+        if self.read_only or node is self.root:
+            raise fuse_error(errno.EROFS)
+        raise fuse_error(errno.ENOTSUP)
+
+    def removexattr(self, node: Node, name: bytes) -> None:
+        if self.read_only or node is self.root:
+            raise fuse_error(errno.EROFS)
+        raise fuse_error(pyfuse3.ENOATTR)
+
     # ------------------------------------------------------------------ files
-    def create(self, parent: DirNode, name: bytes, mode: int, ctx: Any) -> WriteHandle:
-        self._new_name(parent, name)
+    async def create(
+        self, parent: Node, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[WriteHandle, pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        folder = self.writable_dir(parent)
+        self._new_name(folder, name)
         staged = self.engine.new_staged_object()
         file = IncomingFile(mode & ~ctx.umask, ctx.uid, ctx.gid, staged)
         self.table.register(file)
-        self.tree.attach(parent, name, file)
+        self.tree.attach(folder, name, file)
         file.lookups += 1
-        return self._handle(file, writable=True)
+        info = pyfuse3.FileInfo(keep_cache=False, direct_io=write_only(flags))
+        return self.handles.handle(file, writable=True), info, self.node_attrs(file)
 
-    def _handle(self, file: IncomingFile, writable: bool) -> WriteHandle:
-        file.open_count += 1
-        if writable:
-            file.writers += 1
-        return WriteHandle(file, writable=writable)
-
-    async def open(self, file: IncomingFile, writing: bool) -> WriteHandle | str:
-        """A handle on a file being written, or the key of a committed one (opened as an
-        object by the caller)."""
-        await file.wait_committed()
-        if file.state is FileState.WRITING:
-            if file.error and writing:
-                raise fuse_error(file.error)
-            return self._handle(file, writable=writing)
-        if file.state is FileState.COMMITTED and file.hashkey is not None:
-            if writing:
-                raise fuse_error(errno.EROFS)  # committed content is an immutable object
-            return file.hashkey
-        raise fuse_error(errno.ENOENT)  # failed or discarded: nothing was committed
+    async def open(
+        self, node: Node, flags: int
+    ) -> tuple[WriteHandle | ReadHandle, pyfuse3.FileInfo]:
+        if not isinstance(node, IncomingFile):
+            raise fuse_error(errno.ELOOP if isinstance(node, LinkNode) else errno.EISDIR)
+        return await self.handles.open(node, flags)
 
     async def read(self, handle: WriteHandle, off: int, size: int) -> bytes:
-        file = handle.file
-        await file.settle()
-        await file.wait_committed()
-        if file.state is FileState.WRITING and file.staged is not None:
-            return file.staged.pread(off, size)
-        if file.state is FileState.COMMITTED and file.hashkey is not None:
-            if handle.reader is None:  # committed under this handle: read the object
-                handle.reader = self.engine.open_object(file.hashkey)
-            reader: ObjectReaderLike = handle.reader
-            return await self.offload.read(reader, off, size)
-        raise fuse_error(errno.EBADF)
+        return await self.handles.read(handle, off, size)
 
     async def write(self, handle: WriteHandle, off: int, buf: bytes) -> int:
-        if not handle.writable:
-            raise fuse_error(errno.EBADF)
-        file = handle.file
-        await file.wait_committed()
-        if file.state is FileState.COMMITTED:
-            await self._reseed(file)  # written again after its close: a fork/dup/mapping
-        return await file.write(buf, off, self.path_of(file))
+        return await self.handles.write(handle, off, buf)
 
     async def flush(self, handle: WriteHandle) -> None:
-        """close(): for the last writable handle, this is the commit (see module docstring)."""
-        if not handle.writable:
-            return
-        file = handle.file
-        await file.wait_committed()
-        if file.state is not FileState.WRITING:
-            if file.error:
-                raise fuse_error(file.error)
-            return
-        if file.writers == 1 and (file.size > 0 or file.error):
-            await self._commit(file)  # the commit, or the failure that removes the name
-            if file.error:
-                raise fuse_error(file.error)
-            return
-        # others still write, or nothing written yet (a shell's dup2 + close): report what
-        # would stop the commit (ENOSPC/EIO at writeback); the last close commits
-        await file.sync(self.offload, "flush", self.path_of(file))
+        await self.handles.flush(handle)
 
     async def fsync(self, handle: WriteHandle) -> None:
-        file = handle.file
-        await file.wait_committed()
-        await file.sync(self.offload, "fsync", self.path_of(file))
-        if file.reopened and not file.complete and file.staged is not None:
-            await self.offload.run(file.staged.mark_complete)  # msync of a mapping after close
-            file.complete = True
+        await self.handles.fsync(handle)
 
     async def release(self, handle: WriteHandle) -> None:
-        file = handle.file
-        file.open_count -= 1
-        if handle.writable:
-            file.writers -= 1
-        if handle.reader is not None:
-            handle.reader.close()
-            handle.reader = None
-        if file.open_count == 0 and file.state is FileState.WRITING:
-            try:
-                await self._commit(file)  # no FLUSH came after the last write (a mapping)
-            except pyfuse3.FUSEError:
-                pass  # logged by commit(); nobody can receive it
-        self.table.maybe_drop(file)
-
-    async def _commit(self, file: IncomingFile) -> None:
-        """Commit `file` and put a link at its name (a failed file leaves no name behind)."""
-        path = self.path_of(file)
-        try:
-            hashkey = await file.commit(self.offload, path)
-        except pyfuse3.FUSEError:
-            self.tree.detach(file)
-            raise
-        if hashkey is None:
-            if file.state is not FileState.COMMITTED:
-                self.tree.detach(file)
-            self.table.maybe_drop(file)
-            return
-        self.stats.objects_committed += 1
-        if file.parent is not None:
-            link = LinkNode(file.uid, file.gid, hashkey=hashkey)
-            link.mtime_ns, link.atime_ns = file.mtime_ns, file.atime_ns
-            # Linux ignores a symlink's permission bits; showing the file's own lets tools
-            # that compare modes after close (rsync) see nothing left to change.
-            link.mode = stat.S_IFLNK | stat.S_IMODE(file.mode)
-            self.table.register(link)
-            self.tree.replace(file, link)
-            file.link = link
-        self.table.maybe_drop(file)
-
-    async def _reseed(self, file: IncomingFile) -> None:
-        """COMMITTED -> WRITING, staged with the committed bytes, the name back on the file."""
-        hashkey = file.hashkey
-        if hashkey is None:  # pragma: no cover - COMMITTED always has a key
-            raise fuse_error(errno.EBADF)
-        staged = self.engine.new_staged_object()
-        engine = self.engine
-
-        def copy() -> None:
-            reader = engine.open_object(hashkey)
-            try:
-                pos = 0
-                while pos < reader.size:
-                    chunk = reader.pread(pos, RESEED_CHUNK)
-                    staged.pwrite(chunk, pos)
-                    pos += len(chunk)
-            finally:
-                reader.close()
-
-        try:
-            await self.offload.run(copy)
-        except Exception:
-            await self.offload.run(staged.discard)
-            raise
-        if file.state is not FileState.COMMITTED:  # pragma: no cover - raced with another
-            await self.offload.run(staged.discard)
-            return
-        file.staged = staged
-        file.state = FileState.WRITING
-        file.hashkey = None
-        file.reopened = True
-        file.complete = False
-        link = file.link
-        file.link = None
-        if link is not None and link.parent is not None:
-            self.tree.replace(link, file)
-        log.info("%s written again after its close: reopened for writing", self.path_of(file))
+        await self.handles.release(handle)
 
     # ------------------------------------------------------------------ listing
-    def readdir(self, handle: TreeDirHandle, start_id: int, token: Any) -> None:
+    def opendir(self, node: Node) -> TreeDirHandle:
+        if not isinstance(node, DirNode):
+            raise fuse_error(errno.ENOTDIR)
+        return TreeDirHandle(node)
+
+    async def readdir(self, handle: TreeDirHandle, start_id: int, token: Any) -> None:
         directory = handle.dir
         if start_id == 0 or handle.snapshot is None:
             handle.snapshot = [(n.seq, name, n) for name, n in directory.children.items()]
@@ -422,26 +341,4 @@ class Incoming:
 
     # ------------------------------------------------------------------ lifecycle
     def shutdown(self, handles: list[WriteHandle]) -> None:
-        """After the loop ended: commit files declared complete, drop the rest (never commit a
-        file whose writer did not close it)."""
-        for handle in handles:
-            file = handle.file
-            if handle.reader is not None:
-                handle.reader.close()
-            staged = file.staged
-            if file.state is not FileState.WRITING or staged is None:
-                continue
-            if file.behind is not None:
-                file.behind.stop(wait=True)
-                file.behind = None
-            file.state = FileState.DISCARDED
-            file.staged = None
-            if file.complete and not file.error:
-                staged.commit()
-                log.warning("unmounted while %s was open: committed its bytes so far",
-                            self.path_of(file))
-                continue
-            staged.discard()
-            log.warning(
-                "unmounted while %s was open for writing: not committed", self.path_of(file)
-            )
+        self.handles.shutdown(handles)

@@ -77,9 +77,16 @@ def packed_number(rowid: int, top60: int) -> int:
 
 
 class Node:
-    """Something the kernel can hold an inode number for."""
+    """Something the kernel can hold an inode number for.
+
+    ``space``: the namespace that serves it, named by the inode number of that namespace's
+    folder (ROOT_INODE, BY_HASH_INODE, INCOMING_INODE, NODES_INODE); Operations indexes its
+    table of namespaces with it (namespace.py). A class attribute of each kind of node (no
+    memory per node), an instance one of FixedDir.
+    """
 
     __slots__ = ("ino", "lookups")
+    space: int
 
     def __init__(self) -> None:
         self.ino = 0
@@ -94,6 +101,7 @@ class PackedRef(Node):
     """A computed inode number of a packed object (made on demand, never stored)."""
 
     __slots__ = ("rowid", "bits")
+    space = BY_HASH_INODE
 
     def __init__(self, ino: int) -> None:
         super().__init__()
@@ -108,9 +116,11 @@ class PackedRef(Node):
 
 class ShortLink(Node):
     """by-hash/<short hash>: a symlink to the one object whose key starts with it (git's short
-    hashes). Never listed; zero timeouts (a new object can make the prefix ambiguous)."""
+    hashes). Never listed; zero timeouts (a new object can make the prefix ambiguous). Those
+    of nodes/by-uuid/<short uuid> too: served alike, by by-hash/."""
 
     __slots__ = ("target",)
+    space = BY_HASH_INODE
 
     def __init__(self, target: bytes) -> None:
         super().__init__()
@@ -121,6 +131,7 @@ class ViewNode(Node):
     """Something under nodes/ (read-only: writes there are EROFS)."""
 
     __slots__ = ()
+    space = NODES_INODE
 
 
 def uuid_bits(uuid: str) -> int:
@@ -154,14 +165,16 @@ class NodeDirRef(ViewNode):
 
 
 class FixedDir(Node):
-    """The root and by-hash/: no storage of their own, never forgotten."""
+    """The root, by-hash/, nodes/ and its two folders: no storage of their own, never
+    forgotten; ``space`` is the namespace whose folder (or folder inside it) this is."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "space")
 
-    def __init__(self, ino: int, name: bytes) -> None:
+    def __init__(self, ino: int, name: bytes, space: int) -> None:
         super().__init__()
         self.ino = ino
         self.name = name
+        self.space = space
 
     def pinned(self) -> bool:
         return True
@@ -175,6 +188,7 @@ class ObjectNode(Node):
     """
 
     __slots__ = ("hashkey", "size", "referenced", "in_clock")
+    space = BY_HASH_INODE
 
     def __init__(self, hashkey: str, size: int) -> None:
         super().__init__()

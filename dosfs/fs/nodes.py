@@ -23,7 +23,7 @@ import errno
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pyfuse3
 
@@ -43,6 +43,7 @@ from dosfs.fs.inodes import (
     ViewNode,
     node_dir_ino,
 )
+from dosfs.fs.namespace import NamespaceBase, Namespaces
 from dosfs.fs.offload import Offload
 from dosfs.views.rows import Ambiguous, NodeRow, Source, is_uuid, valid_uuid_text
 from dosfs.views.trees import Tree, TreeCache, parse_tree_checked, walk
@@ -77,6 +78,7 @@ class NodesDirHandle:
 
     node: Node
     names: list[tuple[str, Tree | str]] = field(default_factory=list)
+    space: ClassVar[int] = NODES_INODE
 
 
 def uuid_cursor(uuid: str) -> int:
@@ -90,23 +92,24 @@ def _cursor_uuid(cursor: int) -> str:
     return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
 
 
-class Nodes:
-    """The nodes/ namespace over one database source and the by-hash namespace."""
+class Nodes(NamespaceBase):
+    """The nodes/ namespace over one database source and the by-hash namespace (read-only:
+    its files are by-hash/'s objects)."""
 
-    def __init__(self, source: Source, by_hash: ByHash, table: InodeTable, attrs: AttrBuilder,
-                 offload: Offload, trees: int = 4096) -> None:
+    def __init__(self, spaces: Namespaces, source: Source, by_hash: ByHash, table: InodeTable,
+                 attrs: AttrBuilder, offload: Offload, trees: int = 4096) -> None:
+        super().__init__(spaces)
         self.source = source
         self.by_hash = by_hash
         self.table = table
         self.attrs = attrs
         self.offload = offload
         self.trees = TreeCache(trees)
-        self.nodes_dir = FixedDir(NODES_INODE, NODES_NAME)
-        self.by_pk = FixedDir(BY_PK_INODE, b"by-pk")
-        self.by_uuid = FixedDir(BY_UUID_INODE, b"by-uuid")
+        self.nodes_dir = FixedDir(NODES_INODE, NODES_NAME, NODES_INODE)
+        self.by_pk = FixedDir(BY_PK_INODE, b"by-pk", NODES_INODE)
+        self.by_uuid = FixedDir(BY_UUID_INODE, b"by-uuid", NODES_INODE)
         for node in (self.nodes_dir, self.by_pk, self.by_uuid):
             table.add_fixed(node)
-        self._fixed = {NODES_INODE, BY_PK_INODE, BY_UUID_INODE}
         self._reported: OrderedDict[tuple[int, str], None] = OrderedDict()
         self._valid_key = by_hash.engine.is_valid_hashkey
 
@@ -126,11 +129,8 @@ class Nodes:
         self._report(pk, f"its uuid {str(uuid)[:40]!r} is not a uuid")
         return False
 
-    def owns(self, node: Node) -> bool:
-        return isinstance(node, ViewNode) or node.ino in self._fixed
-
     # ------------------------------------------------------------------ attributes
-    def attrs_of(self, node: Node) -> pyfuse3.EntryAttributes:
+    def getattr(self, node: Node) -> pyfuse3.EntryAttributes:
         if isinstance(node, NodeDirRef):
             return self.attrs.directory(node.ino, 0o555, 2, NODE_TIMEOUT)
         if isinstance(node, ViewDir):
@@ -180,14 +180,19 @@ class Nodes:
 
     # ------------------------------------------------------------------ lookup
     async def lookup(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
-        """``parent/name`` under nodes/, counted as one more kernel reference."""
+        """``parent/name`` under nodes/, counted as one more kernel reference (``..``: not
+        counted, as always, but for nodes/ itself, whose ``..`` is the root)."""
+        if name == b".":
+            return self.spaces.entry(parent)
         if name == b"..":
+            if parent is self.nodes_dir:
+                return self.spaces.entry(self.spaces.root)
             return self._dotdot(parent)
         if parent is self.nodes_dir:
             found = {b"by-pk": self.by_pk, b"by-uuid": self.by_uuid}.get(name)
             if found is None:
                 raise fuse_error(errno.ENOENT)
-            return self.attrs_of(found)
+            return self.getattr(found)
         try:
             text = name.decode("ascii")
         except UnicodeDecodeError:
@@ -203,10 +208,10 @@ class Nodes:
 
     def _dotdot(self, parent: Node) -> pyfuse3.EntryAttributes:
         if isinstance(parent, ViewDir):
-            return self.attrs_of(self.table.get(parent.parent_ino))
+            return self.getattr(self.table.get(parent.parent_ino))
         if isinstance(parent, NodeDirRef):
-            return self.attrs_of(self.by_uuid if parent.via_uuid else self.by_pk)
-        return self.attrs_of(self.nodes_dir)
+            return self.getattr(self.by_uuid if parent.via_uuid else self.by_pk)
+        return self.getattr(self.nodes_dir)
 
     def _node_entry(self, row: NodeRow | None, via_uuid: bool) -> pyfuse3.EntryAttributes:
         if row is None or not self._good_uuid(row.pk, row.uuid):
@@ -239,12 +244,12 @@ class Nodes:
         if entry is None:
             raise fuse_error(errno.ENOENT)
         if isinstance(entry, str):
-            return self.by_hash.lookup(entry.encode())  # the object itself: by-hash's inode
+            return self.by_hash.lookup_hash(entry.encode())  # the object: by-hash's inode
         path = parent.path if isinstance(parent, ViewDir) else ()
         sub = ViewDir(pk, uuid, (*path, name), parent.ino)
         self.table.register(sub)
         sub.lookups += 1
-        return self.attrs_of(sub)
+        return self.getattr(sub)
 
     # ------------------------------------------------------------------ listing
     def opendir(self, node: Node) -> NodesDirHandle:
@@ -255,7 +260,7 @@ class Nodes:
         reply = _handles.readdir_reply
         if node is self.nodes_dir:
             for index, sub in enumerate((self.by_pk, self.by_uuid)):
-                if index >= start_id and not reply(token, sub.name, self.attrs_of(sub), index + 1):
+                if index >= start_id and not reply(token, sub.name, self.getattr(sub), index + 1):
                     return
             return
         if node is self.by_pk or node is self.by_uuid:
@@ -317,3 +322,7 @@ class Nodes:
         if not isinstance(node, NodeDirRef):
             return []
         return [XATTR_PREFIX + key.encode() for key in NODE_XATTRS]
+
+    # ------------------------------------------------------------------ lifecycle
+    def shutdown(self, handles: list[Any]) -> None:
+        self.source.close()  # the database connections of the worker threads

@@ -1,80 +1,60 @@
-"""The pyfuse3 ``Operations`` of a dosfs mount: a thin dispatcher over the namespaces.
+"""The pyfuse3 ``Operations`` of a dosfs mount: a table of namespaces, and nothing else.
 
 An adapter only (no storage logic): every byte comes from the engine (``dosfs.Container`` or
 anything with the same shape, see ``dosfs.engine``). Each handler is behind ``boundary``
-(only FUSEError escapes; errno from one table), finds the inode or handle, and hands the request
-to the namespace it belongs to: the root (two fixed folders), ``by-hash/`` (byhash.ByHash) or
-``incoming/`` (incoming.Incoming). What runs on worker threads is decided in offload.py.
+(only FUSEError escapes; errno from one table), finds the inode or handle, and calls the
+namespace that serves it (``node.space``, ``handle.space``: an index into the table,
+namespace.py): the root (root.Root), ``by-hash/`` (byhash.ByHash), ``incoming/``
+(incoming.Incoming) and, with a database, ``nodes/`` (nodes.Nodes). No handler looks at the
+type of a node or handle: what differs between namespaces is theirs. What runs on worker
+threads is decided in offload.py.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyfuse3
 
 from dosfs.engine import EngineLike
-from dosfs.fs import handles as _handles
-from dosfs.fs.attrs import FIXED_TIMEOUT, AttrBuilder
-from dosfs.fs.byhash import XATTR_PREFIX, ByHash, cursor_id
+from dosfs.fs.attrs import AttrBuilder
+from dosfs.fs.byhash import XATTR_PREFIX, ByHash
+from dosfs.fs.byhash_listing import cursor_id
 from dosfs.fs.errors import boundary, fuse_error, never_raises
-from dosfs.fs.handles import (
-    HandleTable,
-    HashDirHandle,
-    ReadHandle,
-    RootDirHandle,
-    TreeDirHandle,
-    WriteHandle,
-)
+from dosfs.fs.handles import HandleTable
 from dosfs.fs.incoming import Incoming
-from dosfs.fs.incoming_file import IncomingFile
 from dosfs.fs.inodes import (
     BY_HASH_INODE,
     BY_HASH_NAME,
     INCOMING_INODE,
     INCOMING_NAME,
+    NODES_INODE,
     ROOT_INODE,
     FixedDir,
     InodeTable,
     Node,
-    ObjectNode,
-    PackedRef,
-    ShortLink,
 )
 from dosfs.fs.limits import DEFAULT_MAX_INODES, DEFAULT_MAX_NAMES, NAME_MAX
-from dosfs.fs.nodes import NODES_NAME, Nodes, NodesDirHandle
+from dosfs.fs.namespace import Handle, Namespace, Namespaces
+from dosfs.fs.nodes import NODES_NAME, Nodes
 from dosfs.fs.offload import Offload
+from dosfs.fs.root import Root
 from dosfs.fs.stats import Stats
-from dosfs.fs.tree import DirNode, LinkNode, TreeNode, check_name
 from dosfs.views.rows import Source
-
-log = logging.getLogger("dosfs.fs")
 
 #: statvfs of the backing filesystem is cached this long (df, and cp's free-space probes).
 STATFS_TTL = 1.0
-#: the root's xattr with the mount's live statistics (JSON; `dosfs stats MOUNTPOINT`)
-STATS_XATTR = b"user.dosfs.stats"
 
 __all__ = ["Operations", "cursor_id"]
 
 
-def _write_only(flags: int) -> bool:
-    """Whether an incoming/ file handle bypasses the page cache (``direct_io``).
-
-    Why: the kernel otherwise copies every write into the FUSE file's own page cache (a second
-    1 GiB of pages for a 1 GiB cp, allocated in the writer's time and freed when the name turns
-    into a link), which the daemon never reads back. Only for write-only handles: those cannot
-    be mmap'ed, the one thing direct_io takes away; a read-write handle keeps the page cache.
-    """
-    return (flags & os.O_ACCMODE) == os.O_WRONLY
-
-
 class Operations(pyfuse3.Operations):
-    """by-hash/ (read-only objects) and incoming/ (a staging tree) over one engine."""
+    """by-hash/ (read-only objects), incoming/ (a staging tree) and nodes/ (an AiiDA
+    profile's files, with ``views``) over one engine."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False  # the kernel would read write-only files and reorder writes
@@ -109,53 +89,35 @@ class Operations(pyfuse3.Operations):
             time.time_ns(), umask,
         )
         self.table = InodeTable(max_inodes)
-        self.root = FixedDir(ROOT_INODE, b"")
-        self.by_hash_dir = FixedDir(BY_HASH_INODE, BY_HASH_NAME)
+        self.root = FixedDir(ROOT_INODE, b"", ROOT_INODE)
+        self.table.add_fixed(self.root)
+        self.spaces = Namespaces(self.root)
         self.by_hash = ByHash(
-            engine, self.table, self.attrs, self.offload, verify=verify,
-            invalidate_entry=invalidate_entry, stats=self.stats,
+            self.spaces, engine, self.table, self.attrs, self.offload, verify=verify,
+            listing=listing, read_only=read_only, invalidate_entry=invalidate_entry,
+            stats=self.stats,
         )
         self.inc = Incoming(
-            engine, self.table, self.attrs, self.offload, read_only=read_only,
-            max_names=max_names, stats=self.stats,
+            self.spaces, engine, self.table, self.attrs, self.offload, read_only=read_only,
+            max_names=max_names, open_object=self.by_hash.open_committed, stats=self.stats,
         )
         self.incoming = self.inc.root
-        self.incoming.ino = INCOMING_INODE
-        self.incoming.name = INCOMING_NAME
-        for node in (self.root, self.by_hash_dir, self.incoming):
-            self.table.add_fixed(node)
-        self.tree = self.inc.tree
         #: nodes/ (an AiiDA profile's files by node) when a database is given
         self.views = None if views is None else Nodes(
-            views, self.by_hash, self.table, self.attrs, self.offload)
-        self.files: HandleTable[ReadHandle | WriteHandle] = HandleTable()
-        self.dirs: HandleTable[HashDirHandle | TreeDirHandle | RootDirHandle | NodesDirHandle] = (
-            HandleTable())
+            self.spaces, views, self.by_hash, self.table, self.attrs, self.offload)
+        entries: tuple[tuple[bytes, Node], ...] = (
+            (BY_HASH_NAME, self.by_hash.dir), (INCOMING_NAME, self.incoming),
+        ) + (() if self.views is None else ((NODES_NAME, self.views.nodes_dir),))
+        self.spaces.add(ROOT_INODE, Root(self.spaces, self.attrs, self.stats, entries))
+        self.spaces.add(BY_HASH_INODE, self.by_hash)
+        self.spaces.add(INCOMING_INODE, self.inc)
+        if self.views is not None:
+            self.spaces.add(NODES_INODE, self.views)
+        #: namespace id -> namespace (the list itself: one index per request)
+        self._spaces: list[Namespace[Any, Any]] = self.spaces.table
+        self.files: HandleTable[Handle] = HandleTable()
+        self.dirs: HandleTable[Handle] = HandleTable()
         self._statfs: tuple[float, pyfuse3.StatvfsData] | None = None
-
-    # ------------------------------------------------------------------ attributes
-
-    def _attrs(self, node: Node, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
-        if isinstance(node, ObjectNode):
-            return self.by_hash.node_attrs(node)
-        if isinstance(node, PackedRef):
-            return self.by_hash.packed_attrs(node)
-        if isinstance(node, ShortLink):
-            return self.by_hash.short_attrs(node)
-        if self.views is not None and self.views.owns(node):
-            return self.views.attrs_of(node)
-        if isinstance(node, FixedDir):
-            if node is self.root:
-                return self.attrs.directory(node.ino, 0o555, 4, FIXED_TIMEOUT)
-            return self.attrs.directory(
-                node.ino, 0o555 if self.listing else 0o111, 2, FIXED_TIMEOUT
-            )
-        if not isinstance(node, TreeNode):  # pragma: no cover - every node is one of these
-            raise fuse_error(errno.EIO)
-        return self.inc.node_attrs(node, entry_timeout)
-
-    def _dir(self, ino: int) -> DirNode:
-        return self.inc.writable_dir(self.table.get(ino))
 
     # ------------------------------------------------------------------ names and attributes
 
@@ -163,39 +125,8 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        if parent_inode == BY_HASH_INODE and name != b"." and name != b"..":
-            if self.by_hash.index_may_block:  # an s3 mount: the index is read on demand
-                return await self.by_hash.lookup_waiting(name)
-            return self.by_hash.lookup(name)  # the hot path: one index round trip
         parent = self.table.get(parent_inode)
-        views = self.views
-        if views is not None and name != b"." and views.owns(parent) and not (
-                name == b".." and parent is views.nodes_dir):
-            return await views.lookup(parent, name)
-        node: Node | None
-        if name == b".":
-            node = parent
-        elif name == b"..":
-            if isinstance(parent, TreeNode) and parent.parent is not None:
-                node = parent.parent
-            elif isinstance(parent, FixedDir):  # by-hash/, incoming/, nodes/
-                node = self.root
-            else:
-                node = parent
-        elif parent is self.root:
-            node = {BY_HASH_NAME: self.by_hash_dir, INCOMING_NAME: self.incoming,
-                    NODES_NAME: views.nodes_dir if views else None}.get(name)
-        elif isinstance(parent, DirNode):
-            node = await self.inc.child(parent, name)
-        else:
-            raise fuse_error(errno.ENOTDIR)
-        if node is None:
-            raise fuse_error(errno.ENOENT)
-        if isinstance(node, ObjectNode):
-            self.by_hash.remember(node)
-        else:
-            node.lookups += 1
-        return self._attrs(node)
+        return await self._spaces[parent.space].lookup(parent, name)
 
     @never_raises
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -204,7 +135,8 @@ class Operations(pyfuse3.Operations):
 
     @boundary
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attrs(self.table.get(inode))
+        node = self.table.get(inode)
+        return self._spaces[node.space].getattr(node)
 
     @boundary
     async def setattr(
@@ -217,60 +149,59 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         node = self.table.get(inode)
         handle = self.files.get(fh) if fh is not None else None
-        await self.inc.setattr(node, attr, fields, handle)
-        return self._attrs(node)
+        space = self._spaces[node.space]
+        await space.setattr(node, attr, fields, handle)
+        return space.getattr(node)
 
     @boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self.table.get(inode)
-        if isinstance(node, ShortLink):
-            return node.target
-        if not isinstance(node, LinkNode):
-            raise fuse_error(errno.EINVAL)
-        return node.link_target()
+        return self._spaces[node.space].readlink(node)
 
     @boundary
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         self.table.get(inode)
         return True  # the mount always uses default_permissions: the kernel decides
 
-    # ------------------------------------------------------------------ incoming/ names
+    # ------------------------------------------------------------------ names changed
 
     @boundary
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        self._dir(parent_inode)
-        check_name(name)
-        raise fuse_error(errno.EPERM)  # only files, directories and symlinks live in incoming/
+        parent = self.table.get(parent_inode)
+        return await self._spaces[parent.space].mknod(parent, name, mode, rdev, ctx)
 
     @boundary
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._attrs(self.inc.mkdir(self._dir(parent_inode), name, mode, ctx))
+        parent = self.table.get(parent_inode)
+        return await self._spaces[parent.space].mkdir(parent, name, mode, ctx)
 
     @boundary
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._attrs(self.inc.symlink(self._dir(parent_inode), name, target, ctx))
+        parent = self.table.get(parent_inode)
+        return await self._spaces[parent.space].symlink(parent, name, target, ctx)
 
     @boundary
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        self._dir(new_parent_inode)
-        check_name(new_name)
-        raise fuse_error(errno.EPERM)  # no hard links: names are bookkeeping, one per node
+        parent = self.table.get(new_parent_inode)
+        return await self._spaces[parent.space].link(inode, parent, new_name, ctx)
 
     @boundary
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.inc.unlink(self._dir(parent_inode), name)
+        parent = self.table.get(parent_inode)
+        await self._spaces[parent.space].unlink(parent, name)
 
     @boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.inc.rmdir(self._dir(parent_inode), name)
+        parent = self.table.get(parent_inode)
+        await self._spaces[parent.space].rmdir(parent, name)
 
     @boundary
     async def rename(
@@ -282,9 +213,9 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        src_dir = self._dir(parent_inode_old)
-        dst_dir = self._dir(parent_inode_new)
-        await self.inc.rename(src_dir, name_old, dst_dir, name_new, flags)
+        parent = self.table.get(parent_inode_old)
+        await self._spaces[parent.space].rename(
+            parent, name_old, parent_inode_new, name_new, flags)
 
     # ------------------------------------------------------------------ files
 
@@ -292,109 +223,60 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        handle = self.inc.create(self._dir(parent_inode), name, mode, ctx)
-        fh = self.files.add(handle)
-        info = pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags))
-        return info, self._attrs(handle.file)
-
-    def _object_info(self, handle: ReadHandle) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=self.files.add(handle), keep_cache=True)
+        parent = self.table.get(parent_inode)
+        handle, info, attrs = await self._spaces[parent.space].create(
+            parent, name, mode, flags, ctx)
+        info.fh = self.files.add(handle)
+        return info, attrs
 
     @boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.table.get(inode)
-        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
-        if isinstance(node, ObjectNode | PackedRef):
-            if writing:
-                raise fuse_error(errno.EROFS)
-            if self.by_hash.index_may_block:
-                return self._object_info(await self.by_hash.open_waiting(node))
-            return self._object_info(self.by_hash.open(node))
-        if isinstance(node, IncomingFile):
-            opened = await self.inc.open(node, writing)
-            if isinstance(opened, str):  # committed: its object (hashed by us at commit)
-                return self._object_info(self.by_hash.open_committed(opened))
-            fh = self.files.add(opened)
-            return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags))
-        if isinstance(node, LinkNode | ShortLink):
-            raise fuse_error(errno.ELOOP)
-        raise fuse_error(errno.EISDIR)
+        handle, info = await self._spaces[node.space].open(node, flags)
+        info.fh = self.files.add(handle)
+        return info
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files.get(fh)
-        if isinstance(handle, ReadHandle):
-            data = await self.by_hash.read(handle, off, size)
-        else:
-            data = await self.inc.read(handle, off, size)
+        data: bytes = await self._spaces[handle.space].read(handle, off, size)
         self.stats.bytes_read += len(data)
         return data
 
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files.get(fh)
-        if not isinstance(handle, WriteHandle):
-            raise fuse_error(errno.EBADF)
-        written = await self.inc.write(handle, off, buf)
+        written: int = await self._spaces[handle.space].write(handle, off, buf)
         self.stats.bytes_written += written
         return written
 
     @boundary
     async def flush(self, fh: int) -> None:
         handle = self.files.get(fh)
-        if isinstance(handle, WriteHandle):
-            await self.inc.flush(handle)
+        await self._spaces[handle.space].flush(handle)
 
     @boundary
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self.files.get(fh)
-        if isinstance(handle, WriteHandle):
-            await self.inc.fsync(handle)
+        await self._spaces[handle.space].fsync(handle)
 
     @boundary
     async def release(self, fh: int) -> None:
         handle = self.files.pop(fh)
-        if isinstance(handle, ReadHandle):
-            self.by_hash.release(handle)
-        elif isinstance(handle, WriteHandle):
-            await self.inc.release(handle)
+        if handle is not None:
+            await self._spaces[handle.space].release(handle)
 
     # ------------------------------------------------------------------ directories
 
     @boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self.table.get(inode)
-        if node is self.root:
-            return self.dirs.add(RootDirHandle())
-        if node is self.by_hash_dir:
-            if not self.listing:
-                raise fuse_error(errno.EACCES)
-            return self.dirs.add(HashDirHandle())
-        if isinstance(node, DirNode):
-            return self.dirs.add(TreeDirHandle(node))
-        if self.views is not None and self.views.owns(node):
-            return self.dirs.add(self.views.opendir(node))
-        raise fuse_error(errno.ENOTDIR)
+        return self.dirs.add(self._spaces[node.space].opendir(node))
 
     @boundary
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs.get(fh)
-        if isinstance(handle, HashDirHandle):
-            await self.by_hash.readdir(handle, start_id, token)
-        elif isinstance(handle, TreeDirHandle):
-            self.inc.readdir(handle, start_id, token)
-        elif isinstance(handle, NodesDirHandle) and self.views is not None:
-            await self.views.readdir(handle, start_id, token)
-        else:
-            entries: tuple[tuple[bytes, Node], ...] = (
-                (BY_HASH_NAME, self.by_hash_dir),
-                (INCOMING_NAME, self.incoming),
-            ) + (() if self.views is None else ((NODES_NAME, self.views.nodes_dir),))
-            for index in range(start_id, len(entries)):
-                name, node = entries[index]
-                if not _handles.readdir_reply(token, name, self._attrs(node), index + 1):
-                    return
-                node.lookups += 1
+        await self._spaces[handle.space].readdir(handle, start_id, token)
 
     @boundary
     async def releasedir(self, fh: int) -> None:
@@ -438,62 +320,31 @@ class Operations(pyfuse3.Operations):
             if not name.startswith(b"user."):
                 raise fuse_error(errno.EOPNOTSUPP)
             raise fuse_error(pyfuse3.ENOATTR)
-        if inode == ROOT_INODE and name == STATS_XATTR:
-            return self.stats.rendered()
         node = self.table.get(inode)
-        if self.views is not None and self.views.owns(node):
-            key = name[len(XATTR_PREFIX) :].decode("ascii", "replace")
-            return await self.views.getxattr(node, key)
-        if not isinstance(node, ObjectNode | PackedRef):
-            raise fuse_error(pyfuse3.ENOATTR)
-        return self.by_hash.getxattr(node, name[len(XATTR_PREFIX) :].decode("ascii", "replace"))
+        key = name[len(XATTR_PREFIX) :].decode("ascii", "replace")
+        return await self._spaces[node.space].getxattr(node, key)
 
     @boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        if inode == ROOT_INODE:
-            return [STATS_XATTR]
         node = self.table.get(inode)
-        if self.views is not None and self.views.owns(node):
-            return self.views.listxattr(node)
-        if not isinstance(node, ObjectNode | PackedRef):
-            return []
-        return self.by_hash.listxattr(node)
+        return self._spaces[node.space].listxattr(node)
 
     @boundary
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         node = self.table.get(inode)
-        if self.read_only or not isinstance(node, TreeNode) or node is self.incoming:
-            raise fuse_error(errno.EROFS)
-        raise fuse_error(errno.ENOTSUP)
+        self._spaces[node.space].setxattr(node, name, value)
 
     @boundary
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.table.get(inode)
-        if self.read_only or not isinstance(node, TreeNode) or node is self.incoming:
-            raise fuse_error(errno.EROFS)
-        raise fuse_error(pyfuse3.ENOATTR)
+        self._spaces[node.space].removexattr(node, name)
 
     # ------------------------------------------------------------------ lifecycle
 
     def shutdown(self) -> None:
-        """After the loop ended: close readers, settle files still open (incoming.shutdown),
-        stop the worker threads."""
+        """After the loop ended: stop the worker threads, then each namespace settles its
+        files still open and closes what it holds (incoming.shutdown: commit or discard)."""
         self.offload.close()
-        if self.views is not None:
-            self.views.source.close()  # the database connections of the worker threads
-        writes: list[WriteHandle] = []
-        for handle in self.files.values():
-            try:
-                if isinstance(handle, ReadHandle):
-                    self.by_hash.release(handle)
-                else:
-                    writes.append(handle)
-            except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-                log.warning("cleanup at unmount: %s", exc)
-        try:
-            self.inc.shutdown(writes)
-        except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-            log.warning("cleanup at unmount: %s", exc)
-
+        self.spaces.shutdown(self.files.values())

@@ -10,13 +10,14 @@ dropped first, and when none is left, creating a name fails with ENOSPC.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import time
 from collections import deque
 
 import pyfuse3
 
-from dosfs.fs.inodes import BY_HASH_NAME, InodeTable, Node
+from dosfs.fs.inodes import BY_HASH_NAME, INCOMING_INODE, InodeTable, Node
 from dosfs.fs.limits import DEFAULT_MAX_NAMES, NAME_MAX, PATH_MAX
 
 
@@ -24,6 +25,7 @@ class TreeNode(Node):
     """A name in incoming/ (or incoming/ itself). ``parent is None`` means detached."""
 
     __slots__ = ("parent", "name", "seq", "mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns")
+    space = INCOMING_INODE
 
     def __init__(self, mode: int, uid: int, gid: int) -> None:
         super().__init__()
@@ -89,6 +91,16 @@ def max_link_depth(hash_length: int) -> int:
     """The deepest folder (incoming/ is 1) whose committed links still fit in PATH_MAX: a link
     in a folder at depth d points at ``../`` * d + ``by-hash/<hash>``."""
     return (PATH_MAX - 1 - len(BY_HASH_NAME) - 1 - hash_length) // 3
+
+
+def path_of(node: TreeNode) -> str:
+    """incoming/... path of a node, for log messages."""
+    parts: list[bytes] = []
+    current: TreeNode | None = node
+    while current is not None:
+        parts.append(current.name)
+        current = current.parent
+    return os.fsdecode(b"/".join(reversed(parts)))
 
 
 def check_name(name: bytes) -> None:

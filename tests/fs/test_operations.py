@@ -31,12 +31,17 @@ from dosfs.container.errors import (
     NotExistent,
 )
 from dosfs.fs import byhash as fs_byhash
+from dosfs.fs import byhash_listing as fs_byhash_listing
 from dosfs.fs import errors as fs_errors
 from dosfs.fs import handles as fs_handles
 from dosfs.fs import incoming as fs_incoming
 from dosfs.fs import incoming_file as fs_incoming_file
+from dosfs.fs import incoming_handles as fs_incoming_handles
 from dosfs.fs import memory, writebehind
+from dosfs.fs import namespace as fs_namespace
+from dosfs.fs import nodes as fs_nodes
 from dosfs.fs import operations as fs_operations
+from dosfs.fs import root as fs_root
 from dosfs.fs.errors import ERRNO_TABLE, boundary, errno_for
 from dosfs.fs.inodes import BY_HASH_INODE, INCOMING_INODE, ROOT_INODE
 from dosfs.fs.operations import Operations, cursor_id
@@ -392,7 +397,7 @@ async def list_all(ops: Operations, fh: int, capacity: int) -> list[tuple[bytes,
 async def test_listing_streams_in_hash_order_across_pages(
     ops: Operations, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fs_byhash, "LISTING_BATCH", 16)
+    monkeypatch.setattr(fs_byhash_listing, "LISTING_BATCH", 16)
     hashes = sorted(engine.add(str(i).encode()) for i in range(300))
     fh = await ops.opendir(BY_HASH_INODE, CTX)
     entries = await list_all(ops, fh, capacity=7)
@@ -780,7 +785,8 @@ async def test_shutdown_discards_unfinished_files(ops: Operations, engine: FakeE
 
 def test_errors_module_has_one_table() -> None:
     # the table is the only mapping: handlers raise FUSEError only for decisions of their own
-    for module in (fs_operations, fs_byhash, fs_incoming, fs_incoming_file):
+    for module in (fs_operations, fs_namespace, fs_root, fs_byhash, fs_byhash_listing, fs_incoming,
+                   fs_incoming_handles, fs_incoming_file, fs_nodes):
         source = inspect.getsource(module)
         assert "ERRNO_TABLE" not in source and "except OSError" not in source
     assert fs_errors.ERRNO_TABLE is ERRNO_TABLE
