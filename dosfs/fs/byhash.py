@@ -398,7 +398,15 @@ class ByHash(HashListing, NamespaceBase):
             raise fuse_error(pyfuse3.ENOATTR)
         if key == "hash":
             return self._hashkey(node).encode()
-        meta = self.engine.get_object_meta(self._hashkey(node))
+        hashkey = self._hashkey(node)
+        if self.index_may_block:  # an s3 mount: its index page may have to be fetched first
+            try:
+                with local_only():
+                    meta = self.engine.get_object_meta(hashkey)
+            except WouldBlock:
+                meta = await self.offload.wait_network(self.engine.get_object_meta, hashkey)
+        else:
+            meta = self.engine.get_object_meta(hashkey)
         kind = str(meta.type.value)
         if key == "type":
             return kind.encode()
