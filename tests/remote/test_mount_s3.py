@@ -77,6 +77,10 @@ def test_serves_every_object_verified_and_refuses_writes(
         ["getfattr", "--only-values", "-n", "user.dosfs.hash", str(m.by_hash / big)],
         check=True, capture_output=True, text=True).stdout
     assert out.strip() == big
+    size = subprocess.run(  # from the index (its tables), as a packed object's meta
+        ["getfattr", "--only-values", "-n", "user.dosfs.size", str(m.by_hash / big)],
+        check=True, capture_output=True, text=True).stdout
+    assert int(size) == len(objects[big])
     # dd with an offset: a ranged read in the middle of the 9 MiB object
     got = subprocess.run(["dd", f"if={m.by_hash / big}", "bs=4096", "skip=1000", "count=3",
                           "status=none"], check=True, capture_output=True).stdout
