@@ -286,3 +286,58 @@ def test_through_the_mount_a_corrupt_index_page_is_eio_and_the_daemon_serves_on(
     assert info.value.errno == errno.EIO
     assert (m.by_hash / keys[0]).read_bytes() == objects[keys[0]]  # other pages serve
     assert "corrupt" in m.log_text() and m.is_mounted()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_random_histories_publish_exactly_the_local_container(
+    tmp_path: Path, bucket: str, aws_env: None, s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch, seed: int,
+) -> None:
+    """Whatever a publisher does between pushes (add packed or loose, delete either, pack,
+    clean, repack), every generation holds exactly the local container's objects and bytes,
+    whether push sent a run (small limits here: merges and new bases happen too) or a base."""
+    monkeypatch.setattr(index_publish, "MAX_RUNS", 3)
+    monkeypatch.setattr(index_publish, "RUN_RECORDS", 40)
+    rng = random.Random(seed)
+    folder = tmp_path / "c"
+    target = f"s3://{bucket}/h{seed}"
+    with Container(folder) as c:
+        c.init_container()
+    objects: dict[str, bytes] = {}
+    shapes = set()
+    for _step in range(20):
+        with Container(folder) as c:
+            for _op in range(rng.randint(1, 3)):
+                op = rng.choice(["packed", "packed", "loose", "loose", "delete", "pack",
+                                 "clean", "repack"])
+                if op == "packed":
+                    datas = [rng.randbytes(rng.randint(1, 4000)) for _ in range(rng.randint(1, 12))]
+                    objects.update(zip(c.add_objects_to_pack(datas, compress=rng.random() < 0.3),
+                                       datas, strict=True))
+                elif op == "loose":
+                    for _ in range(rng.randint(1, 5)):
+                        data = rng.randbytes(rng.randint(0, 3000))
+                        objects[c.add_object(data)] = data
+                elif op == "delete" and objects:
+                    victims = rng.sample(sorted(objects), min(len(objects), rng.randint(1, 3)))
+                    c.delete_objects(victims)
+                    for h in victims:
+                        del objects[h]
+                elif op == "pack":
+                    c.pack_all_loose()
+                elif op == "clean":
+                    c.clean_storage()
+                elif op == "repack":
+                    c.repack()
+        report = push(folder, target)
+        gen = _generation(s3_server.store(bucket), f"h{seed}")
+        shapes.add(len(gen.tables))
+        assert report.unchanged or gen.number == report.generation
+        assert gen.objects == len(objects) and gen.size == sum(len(d) for d in objects.values())
+        with RemoteContainer(target) as rc:
+            assert sorted(rc.list_all_objects()) == sorted(objects)
+            assert rc.get_objects_content(list(objects)) == objects
+        with Container(folder) as c:  # and the local side agrees
+            count = c.count_objects()
+            assert set(c.list_all_objects()) == set(objects), count
+    assert len(shapes) > 1  # bases and runs both happened
