@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from dosfs.container.blocksums import BlockSums
 from dosfs.container.meta import ObjectMeta
 
 
@@ -168,6 +169,15 @@ class EngineLike(Protocol):
 
     def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
         """CorruptObject unless `data` hashes to `hashkey`."""
+        ...
+
+    def block_sums(self, hashkey: str, size: int) -> BlockSums | None:
+        """Recorded checksums of the object's blocks (dosfs.container.blocksums), or None:
+        with them each read is checked where it reads, with no whole hash."""
+        ...
+
+    def forget_block_sums(self, hashkey: str) -> None:
+        """Drop sums that disagreed with the bytes (before a whole hash decides)."""
         ...
 
     def recover_staged(self) -> list[str]:

@@ -6,7 +6,8 @@ makes it wait (measured here: a 1 GiB verification took 1.2 s instead of 0.7 s n
 FUSE loop). A process has its own interpreter: hashing runs at full speed on the other core.
 
 Protocol (a SOCK_SEQPACKET socket on fd 3, one message per packet): a job is a JSON object
-`{"id", "offset", "length", "compressed", "size", "hash_type"}` sent with the file descriptor
+`{"id", "offset", "length", "compressed", "size", "hash_type"}` (and, to record the block sums
+of a good object, `"sums_folder"` and `"hashkey"`: blocksums.py) sent with the file descriptor
 to read (so the helper reads exactly the pinned file the server serves); `{"cancel": id}`
 stops a job. Replies: `{"id", "digest", "size"}` or `{"id", "error"}`. The helper exits when the
 socket is closed.
@@ -23,6 +24,8 @@ import threading
 import zlib
 from typing import Any
 
+from dosfs.container.blocksums import BlockSumIndex, BlockSummer
+
 CHUNK = 1 << 20
 MAX_MESSAGE = 4096
 
@@ -33,6 +36,7 @@ def _hash(fd: int, job: dict[str, Any], cancelled: threading.Event) -> dict[str,
     got = 0
     pos = 0
     dobj = zlib.decompressobj() if job["compressed"] else None
+    summer = BlockSummer() if job.get("sums_folder") else None
     pending = b""
     while pos < length or pending:
         if cancelled.is_set():
@@ -48,10 +52,15 @@ def _hash(fd: int, job: dict[str, Any], cancelled: threading.Event) -> dict[str,
             data = dobj.decompress(pending, CHUNK)
             pending = dobj.unconsumed_tail
         hasher.update(data)
+        if summer is not None:
+            summer.update(data)
         got += len(data)
         if got > size:
             break
-    return {"id": job["id"], "digest": hasher.hexdigest(), "size": got}
+    digest = hasher.hexdigest()
+    if summer is not None and digest == job.get("hashkey") and got == size:
+        BlockSumIndex(str(job["sums_folder"])).record([(digest, size, summer.sums())])
+    return {"id": job["id"], "digest": digest, "size": got}
 
 
 def serve(sock: socket.socket) -> None:

@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from dosfs.container.blocksums import MIN_SIZE as SUMS_MIN_SIZE
+from dosfs.container.blocksums import BlockSumIndex, BlockSummer
 from dosfs.container.config import Layout, fsync_dir, new_hasher
 
 CHUNK = 1024 * 1024
@@ -46,6 +48,8 @@ class StagedObject:
         except OSError:
             pass  # only a hint for clean_storage
         self._hasher = new_hasher(layout.config.hash_type)
+        #: block checksums of the same bytes (blocksums.py): recorded for big objects
+        self._summer = BlockSummer()
         self._hashed = 0  # bytes [0, _hashed) are in the hasher
         self._appended = 0  # bytes [0, _appended) were written once, in order
         self._sequential = True  # False: the hasher is abandoned, commit re-reads the file
@@ -96,6 +100,7 @@ class StagedObject:
                     self._appended += total
                     if hash:
                         self._hasher.update(view)
+                        self._summer.update(view)
                         self._hashed += total
             self._size = max(self._size, offset + total)
             return total
@@ -119,6 +124,7 @@ class StagedObject:
             # no one else touches the hasher now: pwrite(hash=True) needs _hashed ==
             # _appended, and commit uses it only when _hashed == _size (both false here)
             self._hasher.update(view)
+            self._summer.update(view)
             with self._lock:
                 self._hashed += total
                 if self._hashed > self._appended:
@@ -152,12 +158,14 @@ class StagedObject:
         if self._sequential and self._hashed == self._size:
             return str(self._hasher.hexdigest())
         hasher = new_hasher(self._layout.config.hash_type)
+        self._summer = BlockSummer()
         offset = 0
         while offset < self._size:
             chunk = os.pread(self._fd, min(CHUNK, self._size - offset), offset)
             if not chunk:
                 raise OSError(errno.EIO, f"staging file {self.path} shrank while committing")
             hasher.update(chunk)
+            self._summer.update(chunk)
             offset += len(chunk)
         return str(hasher.hexdigest())
 
@@ -184,7 +192,11 @@ class StagedObject:
                 self._finish(remove=True)
                 raise
             self._finish(remove=False)
-            return hashkey
+        if self._size > SUMS_MIN_SIZE and self._summer.size == self._size:
+            # after the object is durable: a crash before this only costs a full hash later
+            BlockSumIndex(str(self._layout.folder)).record(
+                [(hashkey, self._size, self._summer.sums())])
+        return hashkey
 
     def discard(self) -> None:
         """Drop the staged bytes (idempotent)."""

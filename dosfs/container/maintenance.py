@@ -138,6 +138,9 @@ def clean_storage(
         report.pack_locks_removed = remove_stale_pack_locks(layout)
         report.repack_leftovers_removed = remove_repack_leftovers(parts)
         report.restart_points_removed = parts.restarts.prune(layout.index)
+        if parts.blocksums is not None:
+            report.block_sums_removed = parts.blocksums.prune(
+                layout.index, lambda h: os.path.exists(layout.loose_path(h)))
         parts.packs.clear()
         if vacuum:
             index.vacuum()

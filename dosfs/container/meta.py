@@ -351,6 +351,8 @@ class CleanReport(_DictLike):
     repack_leftovers_removed: list[str] = field(default_factory=list)
     #: restart points forgotten (of objects deleted or moved: dosfs-restarts.sqlite)
     restart_points_removed: int = 0
+    #: block checksums forgotten (of objects no longer in the container: dosfs-blocksums.sqlite)
+    block_sums_removed: int = 0
 
 
 @dataclass

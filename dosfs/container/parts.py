@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dosfs.container.blocksums import BlockSumIndex
 from dosfs.container.config import Layout, read_config
 from dosfs.container.index import Index
 from dosfs.container.index_contract import IndexAPI
@@ -30,6 +31,8 @@ class Parts:
     lock: ContainerLock
     chooser: PackChooser
     restarts: RestartIndex
+    #: block checksums (blocksums.py); None when the pack bytes are not local files
+    blocksums: BlockSumIndex | None
 
     @property
     def hash_type(self) -> str:
@@ -40,6 +43,8 @@ class Parts:
         self.index.close()
         self.packs.clear()
         self.restarts.close()
+        if self.blocksums is not None:
+            self.blocksums.close()
 
 
 def open_parts(
@@ -63,4 +68,5 @@ def open_parts(
         lock=ContainerLock(layout.pack_lock),
         chooser=PackChooser(layout),
         restarts=restarts,
+        blocksums=BlockSumIndex(str(folder)) if store is None else None,
     )

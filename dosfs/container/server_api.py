@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dosfs.container import bulk, loose
+from dosfs.container.blocksums import MIN_SIZE as SUMS_MIN_SIZE
+from dosfs.container.blocksums import BlockSums
 from dosfs.container.decoding import check_hash
 from dosfs.container.parts import Parts
 from dosfs.container.readers import ObjectReader
@@ -104,8 +106,25 @@ class ServerAPI:
         eager: bool,
         on_done: Callable[[Any], None] | None = None,
     ) -> ObjectVerifier | ProcessVerifier:
-        """Hash `reader`'s object off the calling thread (see verify.py)."""
-        return verifier_for(reader, self.hash_type, eager=eager, on_done=on_done)
+        """Hash `reader`'s object off the calling thread (see verify.py); a whole hash of a
+        local object also records its block sums."""
+        sums = self.parts.blocksums
+        return verifier_for(reader, self.hash_type, eager=eager, on_done=on_done,
+                            sums_folder=None if sums is None else str(self.parts.layout.folder))
+
+    def block_sums(self, hashkey: str, size: int) -> BlockSums | None:
+        """The recorded block checksums of a big local object (blocksums.py), or None: reads
+        are then checked block by block instead of hashing the whole object."""
+        sums = self.parts.blocksums
+        if sums is None or size <= SUMS_MIN_SIZE:
+            return None
+        return sums.lookup(hashkey, size)
+
+    def forget_block_sums(self, hashkey: str) -> None:
+        """Drop block checksums that disagreed with the bytes (a whole hash decides)."""
+        sums = self.parts.blocksums
+        if sums is not None:
+            sums.forget(hashkey)
 
     def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
         """CorruptObject unless `data` hashes to `hashkey`."""

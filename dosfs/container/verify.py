@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dosfs.container.blocksums import BlockSumIndex, BlockSummer
 from dosfs.container.config import new_hasher
 from dosfs.container.decoding import HASH_CHUNK, check_hash
 from dosfs.container.errors import CorruptObject
@@ -70,6 +71,7 @@ class ObjectVerifier:
         *,
         eager: bool,
         on_done: Callable[[ObjectVerifier], None] | None = None,
+        sums_folder: str | None = None,
     ) -> None:
         self.reader = reader
         self.hashkey = reader.hashkey
@@ -80,6 +82,9 @@ class ObjectVerifier:
         #: says nothing about the object, which may hash fine once it can be read
         self.unreadable = False
         self._hasher = new_hasher(hash_type)
+        #: block sums taken in the same pass, recorded in `sums_folder` if the object is good
+        self._summer = BlockSummer() if sums_folder is not None else None
+        self._sums_folder = sums_folder
         self._eager = eager
         self._on_done = on_done
         self._cond = threading.Condition()
@@ -160,9 +165,14 @@ class ObjectVerifier:
                 if not piece:
                     raise CorruptObject(self.hashkey, f"no bytes at offset {self._hashed}")
                 self._hasher.update(piece)
+                if self._summer is not None:
+                    self._summer.update(piece)
                 self._hashed += len(piece)
             got = self._hasher.hexdigest()
             self.reason = "" if got == self.hashkey else f"content hashes to {got}"
+            if got == self.hashkey and self._summer is not None and self._sums_folder:
+                BlockSumIndex(self._sums_folder).record(
+                    [(self.hashkey, self.size, self._summer.sums())])
             self._conclude(got == self.hashkey)
         except CorruptObject as exc:
             self.reason = exc.reason
@@ -288,6 +298,7 @@ class ProcessVerifier:
         stored: tuple[int, int, bool],
         on_done: Callable[[Any], None] | None = None,
         service: HashService = _SERVICE,
+        sums_folder: str | None = None,
     ) -> None:
         self.reader = reader
         self.hashkey = reader.hashkey
@@ -301,6 +312,7 @@ class ProcessVerifier:
         self._service = service
         self._done = threading.Event()
         self._fallback: ObjectVerifier | None = None
+        self._sums_folder = sums_folder
         offset, length, compressed = stored
         job: dict[str, object] = {
             "offset": offset,
@@ -309,6 +321,9 @@ class ProcessVerifier:
             "size": self.size,
             "hash_type": hash_type,
         }
+        if sums_folder is not None:  # the helper records the block sums of a good object
+            job["sums_folder"] = sums_folder
+            job["hashkey"] = self.hashkey
         service.submit(self, fd, job)
 
     @property
@@ -341,7 +356,8 @@ class ProcessVerifier:
                 self._conclude(got == self.hashkey)
         elif message.get("error") == "hash helper exited":
             self._fallback = ObjectVerifier(
-                self.reader, self._hash_type, eager=True, on_done=self._from_fallback
+                self.reader, self._hash_type, eager=True, on_done=self._from_fallback,
+                sums_folder=self._sums_folder,
             )
         else:
             self.reason = str(message.get("error"))
@@ -365,18 +381,22 @@ def verifier_for(
     *,
     eager: bool,
     on_done: Callable[[Any], None] | None = None,
+    sums_folder: str | None = None,
 ) -> ObjectVerifier | ProcessVerifier:
     """The helper process for bytes in a local file (anything with `stored_range()`), a
-    thread otherwise (e.g. bytes that come from a remote store)."""
+    thread otherwise (e.g. bytes that come from a remote store). With `sums_folder`, a good
+    object's block sums are recorded there (blocksums.py) from the same pass."""
     stored = getattr(reader, "stored_range", None)
     extent = stored() if stored is not None else None
     if extent is not None:
         fd, offset, length, compressed = extent
         try:
-            return ProcessVerifier(reader, hash_type, fd, (offset, length, compressed), on_done)
+            return ProcessVerifier(reader, hash_type, fd, (offset, length, compressed), on_done,
+                                   sums_folder=sums_folder)
         except OSError:
             pass  # no helper here: hash on a thread
-    return ObjectVerifier(reader, hash_type, eager=eager, on_done=on_done)
+    return ObjectVerifier(reader, hash_type, eager=eager, on_done=on_done,
+                          sums_folder=sums_folder)
 
 
 def _where(reader: Readable) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 import pyfuse3
 import trio
 
+from dosfs.container.blocksums import BlockSums
 from dosfs.engine import ObjectReaderLike, VerifierLike
 from dosfs.fs.inodes import BY_HASH_INODE, INCOMING_INODE
 from dosfs.fs.tree import DirNode, TreeNode
@@ -64,6 +65,7 @@ class ReadHandle:
     ``ino``: the by-hash inode it was opened through (None for a committed incoming/ file),
     whose verdict is shared by every open of it; ``trusted``: reads need no verification;
     ``verifier``/``verdict``: the hashing of a big object in progress, and its trio event;
+    ``sums``: the big object's recorded block checksums, which check each read instead;
     ``unavailable_at``: when a read of it last found its bytes unavailable (monotonic)."""
 
     reader: ObjectReaderLike
@@ -72,6 +74,7 @@ class ReadHandle:
     trusted: bool = False
     verifier: VerifierLike | None = None
     verdict: trio.Event | None = None
+    sums: BlockSums | None = None
     unavailable_at: float = -1e9
     space: ClassVar[int] = BY_HASH_INODE
 

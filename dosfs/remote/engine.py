@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from dosfs.container.blocksums import BlockSums
 from dosfs.container.errors import ModificationNotAllowed
 from dosfs.container.meta import ObjectMeta
 from dosfs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
@@ -214,6 +215,12 @@ class RemoteEngine:
 
     def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
         self._current.container.check_hash(hashkey, data, where)
+
+    def block_sums(self, hashkey: str, size: int) -> BlockSums | None:
+        return None  # not published: remote objects are hashed whole (verify.py)
+
+    def forget_block_sums(self, hashkey: str) -> None:
+        return None
 
     def recover_staged(self) -> list[str]:
         return []  # nothing is ever staged here
