@@ -176,10 +176,6 @@ class EngineLike(Protocol):
         with them each read is checked where it reads, with no whole hash."""
         ...
 
-    def forget_block_sums(self, hashkey: str) -> None:
-        """Drop sums that disagreed with the bytes (before a whole hash decides)."""
-        ...
-
     def recover_staged(self) -> list[str]:
         """Commit staging files a dead writer declared complete; their keys."""
         ...

@@ -120,12 +120,6 @@ class ServerAPI:
             return None
         return sums.lookup(hashkey, size)
 
-    def forget_block_sums(self, hashkey: str) -> None:
-        """Drop block checksums that disagreed with the bytes (a whole hash decides)."""
-        sums = self.parts.blocksums
-        if sums is not None:
-            sums.forget(hashkey)
-
     def check_hash(self, hashkey: str, data: bytes, where: str) -> None:
         """CorruptObject unless `data` hashes to `hashkey`."""
         check_hash(hashkey, self.hash_type, data, where)

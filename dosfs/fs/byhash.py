@@ -6,7 +6,7 @@
   first byte is served. A bigger one with recorded block checksums (container.blocksums) has
   each read widened to whole blocks and checked against them: EIO where a block does not match
   and its whole hash confirms the damage (sums that disagree with bytes that hash to their name
-  are dropped). A bigger one without sums is hashed off the loop while it is served
+  are replaced). A bigger one without sums is hashed off the loop while it is served
   (container.verify), and the read that completes it (reaches its end, in whatever order the
   reads came) waits for the verdict: EIO and an ERROR line unless it hashed to its name; that
   pass records its sums for later opens. The verdict is kept on the inode, so re-opens do not
@@ -345,8 +345,8 @@ class ByHash(HashListing, NamespaceBase):
 
     async def _read_summed(self, handle: ReadHandle, off: int, size: int) -> bytes:
         """A read widened to whole blocks and checked against the recorded sums (xxh3 at
-        ~9 GB/s: in the loop). A mismatch drops the sums and hashes the whole object: EIO if
-        it is damaged, else the sums were wrong and the bytes are served."""
+        ~9 GB/s: in the loop). A mismatch hashes the whole object: EIO if it is damaged,
+        else the sums were wrong (that pass replaces them) and the bytes are served."""
         sums, reader = handle.sums, handle.reader
         assert sums is not None
         start, end = sums.span(off, size)
@@ -366,11 +366,11 @@ class ByHash(HashListing, NamespaceBase):
         return data[off - start : off - start + size]
 
     async def _hash_whole(self, handle: ReadHandle, reason: str) -> None:
-        """Bytes disagreed with their sums: forget the sums, hash the whole object and wait
-        for the verdict (EIO unless it hashes to its name)."""
+        """Bytes disagreed with their sums: hash the whole object and wait for the verdict
+        (EIO unless it hashes to its name; if it does, that pass records the right sums over
+        the wrong ones)."""
         log.warning("%s: %s; hashing the whole object", handle.hashkey, reason)
         handle.sums = None
-        await self.offload.run(self.engine.forget_block_sums, handle.hashkey)
         self._start_verifier(handle)
         verifier, verdict = handle.verifier, handle.verdict
         assert verifier is not None and verdict is not None

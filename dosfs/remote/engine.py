@@ -219,9 +219,6 @@ class RemoteEngine:
     def block_sums(self, hashkey: str, size: int) -> BlockSums | None:
         return None  # not published: remote objects are hashed whole (verify.py)
 
-    def forget_block_sums(self, hashkey: str) -> None:
-        return None
-
     def recover_staged(self) -> list[str]:
         return []  # nothing is ever staged here
 

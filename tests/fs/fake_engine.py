@@ -208,9 +208,6 @@ class FakeEngine:
     def block_sums(self, hashkey: str, size: int) -> None:
         return None  # the adapter tests hash whole objects
 
-    def forget_block_sums(self, hashkey: str) -> None:
-        pass
-
     def recover_staged(self) -> list[str]:
         return []
 
