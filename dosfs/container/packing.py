@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dosfs.container import loose as _loose
+from dosfs.container.blocksums import MIN_SIZE as SUMS_MIN_SIZE
+from dosfs.container.blocksums import BlockSummer
 from dosfs.container.config import new_hasher
 from dosfs.container.errors import InconsistentContent
 from dosfs.container.meta import CompressMode
@@ -72,6 +74,8 @@ class PackSession:
         self.rows: list[tuple[str, int, int, int, int, int]] = []
         #: restart points of compressed objects in `rows` (dosfs-restarts.sqlite)
         self.restart_rows: list[tuple[str, int, int, int, Points]] = []
+        #: block sums of big streamed objects in `rows` (dosfs-blocksums.sqlite)
+        self.sum_rows: list[tuple[str, int, bytes]] = []
         self.pending: set[str] = set()
         self.uncommitted_bytes = 0
         self.on_commit = on_commit
@@ -103,6 +107,9 @@ class PackSession:
         if self.restart_rows:
             self.parts.restarts.record(self.restart_rows)
             self.restart_rows = []
+        if self.sum_rows and self.parts.blocksums is not None:
+            self.parts.blocksums.record(self.sum_rows)
+        self.sum_rows = []
         keys = [r[0] for r in self.rows]
         self.rows = []
         self.pending.clear()
@@ -204,12 +211,15 @@ class PackSession:
         app = self.appender()
         offset = app.tell()
         hasher = new_hasher(self.layout.config.hash_type) if verify or name is None else None
+        summer = BlockSummer() if hasher is not None else None
         cobj = RestartingCompressor(self.level) if compress else None
         size = 0
         chunk = first
         while chunk:
             if hasher is not None:
                 hasher.update(chunk)
+            if summer is not None:
+                summer.update(chunk)
             size += len(chunk)
             app.write(cobj.compress(chunk) if cobj is not None else chunk)
             chunk = read(CHUNK)
@@ -226,6 +236,8 @@ class PackSession:
             return hashkey
         self._added(app, hashkey, compress, size, offset,
                     cobj.points if cobj is not None else None)
+        if summer is not None and size > SUMS_MIN_SIZE:
+            self.sum_rows.append((hashkey, size, summer.sums()))
         return hashkey
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from benchlib import data
 from benchlib.bench_aiida import AIIDA_KEYS, bench_aiida
 from benchlib.bench_backup import bench_backup
+from benchlib.bench_firstread import FIRST_KEYS, bench_firstread
 from benchlib.bench_meta import META_KEYS, bench_meta
 from benchlib.bench_views import VIEW_KEYS, bench_views
 from benchlib.mounting import Mount, drop_caches, have_fuse, run_timed
@@ -585,6 +586,7 @@ BENCHES = [
     Bench("api.compressed_fresh", ["api.compressed_fresh", "api.compressed_fresh_foreign"],
           bench_api_compressed_fresh),
     Bench("mount", MOUNT_KEYS, bench_mount),
+    Bench("first", FIRST_KEYS, bench_firstread),
     Bench("daemon", ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"], bench_daemon),
     Bench("meta", META_KEYS, bench_meta),
     Bench("backup", ["backup.first", "backup.incremental"], bench_backup),

@@ -192,3 +192,22 @@ def test_clean_storage_forgets_sums_of_deleted_objects(tmp_path: Path) -> None:
     assert c.block_sums(keep, 2 * MIN_SIZE) is not None
     assert c.clean_storage().block_sums_removed == 0
     c.close()
+
+
+def test_streamed_pack_writes_and_packing_record_sums(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    d = DosContainer(folder)
+    d.init_container()
+    theirs = os.urandom(2 * MIN_SIZE + 11)
+    loose_key = d.add_object(theirs)  # written by disk-objectstore: no sums
+    d.close()
+    c = Container(folder)
+    assert c.block_sums(loose_key, len(theirs)) is None
+    ours = os.urandom(3 * MIN_SIZE)
+    [key] = c.add_streamed_objects_to_pack([io.BytesIO(ours)], compress=True)
+    got = c.block_sums(key, len(ours))
+    assert got is not None and got.sums == naive_sums(ours)
+    c.pack_all_loose()  # hashes the loose file as it packs it: sums from that pass
+    got = c.block_sums(loose_key, len(theirs))
+    assert got is not None and got.sums == naive_sums(theirs)
+    c.close()
