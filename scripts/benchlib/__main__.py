@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchlib import report
+from benchlib.bench_firstread import CpuHog
 from benchlib.figures import ALL_KEYS, BENCHES, DEFAULT_KEYS, Ctx
 from benchlib.mounting import force_unmount, mounts_under
 from benchlib.report import Figure
@@ -52,6 +53,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="where the temporary data and mount points go (default: %(default)s)")
     p.add_argument("--no-drop-caches", action="store_true",
                    help="do not drop the page cache before 'first read' figures")
+    p.add_argument("--hog", type=int, default=0, metavar="N",
+                   help="run N busy processes beside the whole run (the same load for both "
+                        "sides of every figure)")
     p.add_argument("--list", action="store_true", help="list groups and figures, then exit")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--render", type=Path, metavar="JSON",
@@ -88,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     figures: list[Figure] = []
     t_start = time.monotonic()
+    hogs = [CpuHog().__enter__() for _ in range(args.hog)]
+    if hogs:
+        ctx.notes.append(f"{len(hogs)} CPU hog(s) ran beside the whole run (--hog)")
     try:
         for b in BENCHES:
             mine = [k for k in b.keys if k in keys]
@@ -107,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.log("bench: interrupted, cleaning up")
         return 130
     finally:
+        for hog in hogs:
+            hog.__exit__()
         for point in mounts_under(work):
             force_unmount(point)
         if mounts_under(work):
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t_start
     meta = {
         "date": started.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
-        "scale": args.scale, "repeats": args.repeats, "elapsed_s": round(elapsed, 1),
+        "scale": args.scale, "repeats": args.repeats, "hogs": args.hog,
+        "elapsed_s": round(elapsed, 1),
         "page_cache_dropped_for_first_reads": ctx.drop, "notes": ctx.notes,
         "sizes": sizes.__dict__, "machine": report.machine(),
         "ratio": "speed ratio = b time / a time per unit of work: > 1 means a (dosfs) is faster",

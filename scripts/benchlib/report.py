@@ -144,6 +144,7 @@ SECTIONS = [
     ("api.", "In-process API: a = dosfs, b = disk-objectstore 1.5.0 (same data, same run)"),
     ("mount.", "Mount: a = through `dosfs mount`, b = native access to the same bytes"),
     ("daemon.", "Daemon: a = mount of the large index, b = of the small one (counts in the rows)"),
+    ("first.", "First read, fresh mounts: a = dosfs (verify on), b = the smallest pyfuse3 FS"),
     ("meta.", "Metadata: a = dosfs mount, b = the smallest pyfuse3 FS serving the same container"),
     ("backup.", "Backup: a = `dosfs backup`, b = `dostore backup` (same container and DEST)"),
     ("views.", "Views: a = nodes/ of a mount with --aiida-db, b = `verdi node repo dump`"),
