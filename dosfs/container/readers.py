@@ -304,8 +304,9 @@ class CompressedReader(ObjectReader):
 
     def _usable(self, points: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         """Recorded restart points, if they can describe this stream at all."""
-        if not points or not all(0 < u < self.size and 4 <= c < self._length
-                                 for u, c in points):
+        # strictly increasing in both (restarts.decode): the ends bound every point
+        if not points or not (points[0][0] > 0 and points[-1][0] < self.size
+                              and points[0][1] >= 4 and points[-1][1] < self._length):
             return []
         return points
 

@@ -19,6 +19,7 @@ are verified as ever (sha256 at the end of a whole read, the mount's verify-on-r
 from __future__ import annotations
 
 import array
+import collections
 import logging
 import os
 import sqlite3
@@ -38,6 +39,8 @@ MIN_SIZE = 2 * RESTART_EVERY
 #: what a full flush leaves in the stream, right before a restart point (an empty stored block)
 MARKER = b"\x00\x00\xff\xff"
 FILE_NAME = "dosfs-restarts.sqlite"
+#: objects whose decoded points a RestartIndex remembers
+RECENT = 256
 
 Points = list[tuple[int, int]]
 #: what a reader calls to get an object's points: None when there are none
@@ -121,6 +124,11 @@ class RestartIndex:
     def __init__(self, folder: str) -> None:
         self.path = os.path.join(folder, FILE_NAME)
         self._local = threading.local()
+        #: decoded points of recent lookups: every open of a compressed object asks, and
+        #: decoding ~1,000 points costs more than the read that follows
+        self._recent: collections.OrderedDict[tuple[str, int, int, int], Points | None] = (
+            collections.OrderedDict())
+        self._recent_lock = threading.Lock()
 
     def record(self, rows: Iterable[tuple[str, int, int, int, Points]]) -> None:
         """Store points of objects just committed (hashkey, pack id, offset, length, points).
@@ -128,6 +136,8 @@ class RestartIndex:
         batch = [(h, p, o, n, encode(pts)) for h, p, o, n, pts in rows if pts]
         if not batch:
             return
+        with self._recent_lock:
+            self._recent.clear()
         try:
             conn = sqlite3.connect(self.path, timeout=30)
             try:
@@ -162,6 +172,11 @@ class RestartIndex:
             conn.close()
 
     def lookup(self, hashkey: str, pack_id: int, offset: int, length: int) -> Points | None:
+        key = (hashkey, pack_id, offset, length)
+        with self._recent_lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
         conn = self._conn()
         if conn is None:
             return None
@@ -171,9 +186,12 @@ class RestartIndex:
                 "AND hashkey = ?", (pack_id, offset, hashkey)).fetchone()
         except sqlite3.Error:
             return None
-        if row is None or row[0] != length:
-            return None
-        return decode(row[1])
+        points = None if row is None or row[0] != length else decode(row[1])
+        with self._recent_lock:
+            self._recent[key] = points
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return points
 
     def _conn(self) -> sqlite3.Connection | None:
         """A read-only connection of this thread, or None while the file does not exist."""
