@@ -180,8 +180,8 @@ class Nodes(NamespaceBase):
 
     # ------------------------------------------------------------------ lookup
     async def lookup(self, parent: Node, name: bytes) -> pyfuse3.EntryAttributes:
-        """``parent/name`` under nodes/, counted as one more kernel reference (``..``: not
-        counted, as always, but for nodes/ itself, whose ``..`` is the root)."""
+        """``parent/name`` under nodes/ (``.`` and ``..`` too), counted as one more kernel
+        reference."""
         if name == b".":
             return self.spaces.entry(parent)
         if name == b"..":
@@ -207,11 +207,13 @@ class Nodes(NamespaceBase):
         return self._child(parent, folder, text, pk, uuid)
 
     def _dotdot(self, parent: Node) -> pyfuse3.EntryAttributes:
+        """The parent, counted as one more kernel reference like any entry a lookup returns
+        (the kernel's later FORGET includes it)."""
         if isinstance(parent, ViewDir):
-            return self.getattr(self.table.get(parent.parent_ino))
+            return self.spaces.entry(self.table.get(parent.parent_ino))
         if isinstance(parent, NodeDirRef):
-            return self.getattr(self.by_uuid if parent.via_uuid else self.by_pk)
-        return self.getattr(self.nodes_dir)
+            return self.spaces.entry(self.by_uuid if parent.via_uuid else self.by_pk)
+        return self.spaces.entry(self.nodes_dir)
 
     def _node_entry(self, row: NodeRow | None, via_uuid: bool) -> pyfuse3.EntryAttributes:
         if row is None or not self._good_uuid(row.pk, row.uuid):

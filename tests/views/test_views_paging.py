@@ -13,13 +13,17 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
+import pyfuse3
 import pytest
 
 from dosfs import Container
 from dosfs.fs.nodes import PAGE
+from dosfs.fs.operations import Operations
 from dosfs.views.rows import Ambiguous
 from dosfs.views.sources import SqliteSource
 from dosfs.views.trees import TreeCache, parse_tree, walk
+from tests.fs.fake_engine import FakeEngine
+from tests.fs.test_operations import CTX, lookup_path, trio_test
 
 SCHEMA = ("CREATE TABLE db_dbnode (id INTEGER PRIMARY KEY, uuid VARCHAR(32) NOT NULL UNIQUE, "
           "node_type VARCHAR(255) NOT NULL, label VARCHAR(255) NOT NULL, "
@@ -126,3 +130,31 @@ def test_cli_views_help_and_a_wrong_database(tmp_path: Path, fuse: None) -> None
                               text=True, timeout=60)
         assert proc.returncode != 0 and "cannot open the AiiDA database" in proc.stderr, proc
         assert not os.path.ismount(tmp_path / "mnt")
+
+
+@trio_test
+async def test_dotdot_lookups_are_counted_like_any_entry(tmp_path: Path) -> None:
+    """A lookup reply is one kernel reference, `..` included: its later FORGET must not take
+    a reference the daemon never counted (the folder would be dropped while still known)."""
+    engine = FakeEngine(tmp_path)
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    db.execute(SCHEMA)
+    db.execute("INSERT INTO db_dbnode (uuid, node_type, label, repository_metadata) VALUES "
+               "(?, 'data.core.folder.FolderData.', '', ?)",
+               (str(uuidlib.uuid4()), json.dumps({"o": {"d": {"o": {"e": {"o": {}}}}}})))
+    db.commit()
+    db.close()
+    ops = Operations(engine, views=SqliteSource(tmp_path / "db.sqlite"))
+    try:
+        d = await lookup_path(ops, "nodes/by-pk/1/d")
+        e = await ops.lookup(d.st_ino, b"e", CTX)
+        assert ops.table.get(d.st_ino).lookups == 1
+        up = await ops.lookup(e.st_ino, b"..", CTX)
+        assert up.st_ino == d.st_ino and ops.table.get(d.st_ino).lookups == 2
+        await ops.forget([(d.st_ino, 1)])  # the reference of the first lookup
+        assert (await ops.getattr(d.st_ino, CTX)).st_ino == d.st_ino  # `..`'s still holds it
+        await ops.forget([(e.st_ino, 1), (d.st_ino, 1)])
+        with pytest.raises(pyfuse3.FUSEError):  # now nothing does
+            await ops.getattr(d.st_ino, CTX)
+    finally:
+        ops.offload.close()
