@@ -371,7 +371,7 @@ def bench_mount(ctx: Ctx) -> list[Figure]:
                         runs.append(run_timed(["cat", str(point / "by-hash" / h)]))
             add(Figure(
                 "mount.verify_first", "first read of a packed object, verify=on vs verify=off "
-                "(the cost of hashing it before its last byte is served)", "MiB/s",
+                "(the cost of checking its reads against its block sums)", "MiB/s",
                 Side("verify=on (default)", on_runs, big), Side("verify=off", off_runs, big),
                 target=1 / 1.15, target_text="≥ 0.87× (within 15%)",
                 params={"bytes": big, "cold": ctx.drop}))
