@@ -44,6 +44,9 @@ FILE_NAME = "dosfs-blocksums.sqlite"
 DIGEST = 8
 ALGORITHM = "xxh3_64"
 
+#: side files this process could not write (warned about once)
+_WARNED: set[str] = set()
+
 _SCHEMA = """CREATE TABLE IF NOT EXISTS blocksums (
     hashkey TEXT PRIMARY KEY, size INTEGER NOT NULL, block INTEGER NOT NULL,
     algorithm TEXT NOT NULL, sums BLOB NOT NULL) WITHOUT ROWID"""
@@ -181,7 +184,11 @@ class BlockSumIndex:
             finally:
                 conn.close()
         except (sqlite3.Error, OSError) as exc:
-            log.warning("could not update block checksums in %s: %s", self.path, exc)
+            # once per file and process: a read-only or full disk would say it for every object
+            if self.path not in _WARNED:
+                _WARNED.add(self.path)
+                log.warning("could not update block checksums in %s: %s (reads still verify "
+                            "objects whole)", self.path, exc)
 
     def prune(self, index_path: str, is_loose: Callable[[str], bool]) -> int:
         """Forget sums of objects the container no longer has (they only take room); returns
