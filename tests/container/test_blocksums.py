@@ -211,3 +211,25 @@ def test_streamed_pack_writes_and_packing_record_sums(tmp_path: Path) -> None:
     got = c.block_sums(loose_key, len(theirs))
     assert got is not None and got.sums == naive_sums(theirs)
     c.close()
+
+
+def test_validate_records_sums_of_good_packed_objects(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    d = DosContainer(folder)
+    d.init_container()
+    good, bad = os.urandom(2 * MIN_SIZE), os.urandom(2 * MIN_SIZE)
+    kg, kb = d.add_objects_to_pack([good, bad])
+    d.close()
+    c = Container(folder)
+    meta = c.get_object_meta(kb)
+    with open(folder / "packs" / str(meta.pack_id), "r+b") as f:  # damage the second one
+        f.seek(meta.pack_offset + 100)
+        byte = f.read(1)
+        f.seek(meta.pack_offset + 100)
+        f.write(bytes([byte[0] ^ 1]))
+    report = c.validate()
+    assert kb in report.invalid_hashes_packed and kg not in report.invalid_hashes_packed
+    got = c.block_sums(kg, len(good))
+    assert got is not None and got.sums == naive_sums(good)
+    assert c.block_sums(kb, len(bad)) is None
+    c.close()
