@@ -8,6 +8,13 @@ its bytes are in, then the piece goes to the extent cache (remote/cache.py).
 
 Why three sets of fetchers: a reader's miss never queues behind read-ahead's long GETs, nor
 behind a bulk read's many short ones (remote/packstore.py decides what each fetches).
+
+Why a bulk read's pieces are written to the cache through the page cache: the extent cache
+writes with O_DIRECT (no page-cache copy: the mount's readers keep their own), so a piece
+fetched ahead of a bulk read and read back from the cache cost a disk read in the reader's
+path: 1,000 random small objects read in bulk spent half their time (0.37 of 0.74 s) in those
+reads. Written buffered, they are read back from memory the kernel may reclaim. Holding them in
+the process until read was as fast but raised RemoteContainer's peak RSS by 20-30 MiB.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import obstore
@@ -35,9 +43,21 @@ SPAN = 8 * 1024 * 1024
 #: GETs in flight for readers' misses, and for read-ahead
 FETCHERS = 4
 AHEAD_FETCHERS = 3
-#: a bulk read's announced windows (will_read): GETs in flight, at most BULK_SPAN each, at most
-#: BULK_BUDGET announced and unread (1,000 random small objects 10 ms away: 1.4 s -> 1.07 s)
-BULK_FETCHERS, BULK_SPAN, BULK_BUDGET = 8, 1024 * 1024, 32 * 1024 * 1024
+#: the most one GET of a bulk read's windows (will_read) asks for
+BULK_SPAN = 1024 * 1024
+#: a server whose GETs answer within this is near: the best of the last RTT_SAMPLES, which
+#: include unloaded ones (under load the answers wait in the server's queue: 3-85 ms on
+#: loopback during a bulk read, against 2-4 ms for the index reads that open a container)
+NEAR_RTT, RTT_SAMPLES = 0.005, 256
+#: how a bulk read fetches from a near and a far server: the unwanted bytes between two objects
+#: it downloads rather than asking for them apart (the gap), the bytes started and not yet read
+#: (the budget) and the GETs in flight (fetchers). Near (loopback), the server's work per GET
+#: (~1 ms of CPU, as much as ~0.5 MiB more bytes) dominates: wide gaps, a few GETs at a time
+#: (each fetcher thread also costs memory: 32 of them raised the peak RSS by ~15 MiB). Far (10
+#: ms each way, 1 Gbit/s), bytes and round trips both cost: narrower gaps, many GETs in flight.
+#: 1,000 random small objects: docs/benchmarks.md.
+BULK_NEAR = (256 * 1024, 8 * 1024 * 1024, 8)
+BULK_FAR = (128 * 1024, 32 * 1024 * 1024, 32)
 #: stream pieces handed over by the client while a GET runs
 CHUNK = 256 * 1024
 
@@ -61,6 +81,13 @@ class FetchPool:
         self._bulk: ThreadPoolExecutor | None = None
         self._warned = False
         self._advised: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+
+    def bulk_plan(self) -> tuple[int, int, int]:
+        """(gap, budget, fetchers) of a bulk read from this server, by how far it is
+        (BULK_NEAR until a GET was timed)."""
+        far = bool(self._rtts) and min(self._rtts) > NEAR_RTT
+        return BULK_FAR if far else BULK_NEAR
 
     def _sources(self, seg: Segment, lo: int, hi: int, cached: bool = True
                  ) -> list[tuple[int, int, Future[bytes] | None]]:
@@ -136,7 +163,8 @@ class FetchPool:
             s = e
         if bulk:
             if self._bulk is None:
-                self._bulk = ThreadPoolExecutor(BULK_FETCHERS, thread_name_prefix="s3-bulk")
+                self._bulk = ThreadPoolExecutor(self.bulk_plan()[2],
+                                                thread_name_prefix="s3-bulk")
             executor = self._bulk
         elif ahead:
             if self._ahead is None:
@@ -146,7 +174,8 @@ class FetchPool:
             if self._misses is None:
                 self._misses = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
             executor = self._misses
-        executor.submit(self._get, seg, [(s, e, f) for s, e, f in pieces if f is not None])
+        executor.submit(self._get, seg, [(s, e, f) for s, e, f in pieces if f is not None],
+                        bulk)
         return pieces
 
     def advise(self, seg: Segment, lo: int, hi: int) -> None:
@@ -161,8 +190,10 @@ class FetchPool:
                 self._advised.popitem(last=False)
             self.cache.willneed(seg.key, start)
 
-    def _get(self, seg: Segment, pieces: list[tuple[int, int, Future[bytes]]]) -> None:
-        """One GET for `pieces` (contiguous), each delivered to its own future only."""
+    def _get(self, seg: Segment, pieces: list[tuple[int, int, Future[bytes]]],
+             bulk: bool = False) -> None:
+        """One GET for `pieces` (contiguous), each delivered to its own future only (`bulk`:
+        for a bulk read, which reads them back from the cache soon)."""
         start, stop = pieces[0][0], pieces[-1][1]
         with self._lock:
             flying = self._inflight.get(seg.key, {})
@@ -178,8 +209,10 @@ class FetchPool:
         try:
             try:
                 self.requests += 1
+                asked = time.monotonic()
                 result = obstore.get(self.store, self.url.key(seg.key),
                                      options={"range": (start, stop)})
+                self._rtts.append(time.monotonic() - asked)  # until the answer's head
                 for chunk in result.stream(min_chunk_size=CHUNK):
                     view = memoryview(chunk)
                     while view.nbytes and i < len(pieces):
@@ -188,7 +221,7 @@ class FetchPool:
                         have += min(need, view.nbytes)
                         view = view[need:]
                         if have == pieces[i][1] - pieces[i][0]:
-                            self._deliver(seg, pieces[i], b"".join(pending))
+                            self._deliver(seg, pieces[i], b"".join(pending), bulk)
                             pending, have = [], 0
                             i += 1
             except Exception as exc:
@@ -221,16 +254,18 @@ class FetchPool:
                 if f is future:
                     self._forget(seg.key, (start, end, f))
 
-    def _deliver(self, seg: Segment, piece: tuple[int, int, Future[bytes]], data: bytes) -> None:
-        """Wake the piece's waiters first, then store it: it stays in flight (done) until the
-        cache has it, so nobody fetches it again meanwhile."""
+    def _deliver(self, seg: Segment, piece: tuple[int, int, Future[bytes]], data: bytes,
+                 bulk: bool = False) -> None:
+        """Wake the piece's waiters first, then store it (through the page cache for a bulk
+        read): it stays in flight (done) until the cache has it, so nobody fetches it again
+        meanwhile."""
         with self._lock:
             self.bytes_fetched += len(data)
         future = piece[2]
         if not future.done():
             future.set_result(data)
         try:
-            self.cache.put(seg.key, piece[0], data)
+            self.cache.put(seg.key, piece[0], data, direct=not bulk)
         except OSError as exc:  # a full cache disk: serve the bytes, say it once
             if not self._warned:
                 self._warned = True
@@ -240,8 +275,10 @@ class FetchPool:
             with self._lock:
                 self._forget(seg.key, piece)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop fetching: GETs not started are cancelled; with `wait`, return once the
+        running ones ended."""
         for executor in (self._misses, self._ahead, self._bulk):
             if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+                executor.shutdown(wait=wait, cancel_futures=True)
         self._misses = self._ahead = self._bulk = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,7 +37,7 @@ from obstore.store import S3Store
 
 from dosfs.container.packstore import WouldBlock, current_deadline, is_local_only
 from dosfs.remote.cache import ExtentCache
-from dosfs.remote.fetch import BULK_BUDGET, FetchPool
+from dosfs.remote.fetch import FetchPool
 from dosfs.remote.layout import Generation, Segment
 from dosfs.remote.url import RemoteIOError, RemoteURL
 
@@ -68,6 +68,11 @@ class _Stream:
 class RemotePackSource:
     #: reads may wait on the server (see dosfs.container.packstore, "Blocking")
     blocking = True
+    @property
+    def bulk_gap(self) -> int:
+        """A bulk read reads through (and downloads) gaps up to this between the objects it
+        wants (remote/fetch.py: wider when the server is near)."""
+        return self._store.pool.bulk_plan()[0]
 
     def __init__(self, store: RemotePackStore, pack_id: int, segments: list[Segment]) -> None:
         self._store = store
@@ -77,6 +82,10 @@ class RemotePackSource:
         self.identity: Hashable = tuple(s.key for s in segments)
         self._streams: OrderedDict[tuple[int, int], _Stream] = OrderedDict()
         self._lock = threading.Lock()
+        #: a bulk read's plan (will_read): ranges not started yet, and started but not reached
+        self._plan: deque[tuple[int, int]] = deque()
+        self._started: deque[tuple[int, int]] = deque()
+        self._ahead = 0
 
     def size(self) -> int:
         return self._size
@@ -122,6 +131,8 @@ class RemotePackSource:
         if size == 0:
             return b""
         store = self._store
+        if self._started or self._plan:
+            self._pace(offset)
         ahead = self._advance(offset, offset + size, stop)
         if ahead is not None:  # first: a read off the loop (WouldBlock) must not lose it
             for seg, lo, hi in self._map(*ahead):
@@ -133,14 +144,36 @@ class RemotePackSource:
         return b"".join(store.collect(plan) for plan in plans)
 
     def will_read(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the ranges a bulk read announces, in order, at most the store's read-ahead
-        bound in all (what is cached or in flight is not fetched again)."""
-        budget = min(self._store.max_ahead, BULK_BUDGET)
-        for lo, hi in ranges:
-            if budget <= 0:
-                break
-            hi = min(hi, lo + budget, self._size)
-            budget -= hi - lo
+        """A bulk read's plan: every range it will read, in order. They are fetched ahead of
+        the reader (on the bulk fetchers), at most the pool's budget (and the store's
+        read-ahead bound) started and not yet reached; each read moves the reader on
+        (`_pace`). What is cached or in flight is not fetched again."""
+        with self._lock:
+            self._plan = deque(ranges)
+            self._started.clear()
+            self._ahead = 0
+        self._pace(-1)
+
+    def _pace(self, pos: int) -> None:
+        """The reader reads at `pos`: the ranges it reached no longer count as ahead, and more
+        of the plan starts while less than the budget is ahead."""
+        budget = min(self._store.max_ahead, self._store.pool.bulk_plan()[1])
+        starts = []
+        with self._lock:
+            started = self._started
+            while started and started[0][0] <= pos:
+                lo, hi = started.popleft()
+                self._ahead -= hi - lo
+            plan = self._plan
+            while plan and self._ahead < budget:
+                lo, hi = plan.popleft()
+                if hi <= pos:
+                    continue
+                hi = min(hi, lo + budget, self._size)
+                started.append((lo, hi))
+                self._ahead += hi - lo
+                starts.append((lo, hi))
+        for lo, hi in starts:
             for seg, s_lo, s_hi in self._map(lo, hi):
                 self._store.pool.prefetch(seg, s_lo, s_hi, bulk=True)
 
@@ -253,15 +286,16 @@ class RemotePackStore:
         raise RemoteIOError(errno.EIO, f"{self.url}: {plan.seg.key}: no bytes after 3 tries")
 
     def _collect(self, plan: Plan, when: float) -> bytes | None:
-        out = []
+        out: list[bytes | memoryview] = []
         pos = plan.lo
         key = plan.seg.key
         for start, end, future in plan.parts:
             hi = min(end, plan.hi)
             if future is None:
-                data = self.cache.read(key, start, pos, hi)
-                if data is None:
+                cached = self.cache.read(key, start, pos, hi)
+                if cached is None:
                     return None
+                out.append(cached)
             else:
                 try:
                     piece = future.result(timeout=max(0.0, when - time.monotonic()))
@@ -269,8 +303,8 @@ class RemotePackStore:
                     self.pool.abandon(plan.seg, future)
                     raise _Late(errno.EIO, f"{self.url}: no answer within {self.timeout:g} s"
                                 ) from None
-                data = piece[pos - start : hi - start]
-            out.append(data)
+                whole = hi - pos == len(piece)  # else a view: one copy, by the join below
+                out.append(piece if whole else memoryview(piece)[pos - start : hi - start])
             pos = hi
         return b"".join(out)
 
