@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import logging
 import os
 import shutil
@@ -24,7 +25,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dosfs.container.errors import DosfsError
 from dosfs.options import (
     DEFAULT_READAHEAD_KB,
     OPTIONS_HELP,
@@ -56,10 +56,15 @@ CHECKPOINT_INTERVAL = 10.0
 # ---------------------------------------------------------------------------- checks
 
 
-def check_fuse() -> None:
-    """Fail with what to install or load when FUSE cannot work here."""
+def check_fuse(*, load: bool = True) -> None:
+    """Fail with what to install or load when FUSE cannot work here. Not `load`: pyfuse3
+    is only looked for, not imported (the `dosfs mount` command: importing it and trio takes
+    ~85 ms; the daemon imports it, and reports an import error as one line)."""
     try:
-        import pyfuse3  # noqa: F401
+        if load:
+            import pyfuse3  # noqa: F401
+        elif importlib.util.find_spec("pyfuse3") is None:
+            raise ImportError("No module named 'pyfuse3'")
     except ImportError as exc:
         raise MountError(
             f"pyfuse3 cannot be imported ({exc}): install the mount extra, pip install "
@@ -161,6 +166,7 @@ def open_engine(source: str | os.PathLike[str], opts: MountOptions) -> Container
 def open_container(folder: Path) -> Container:
     """The engine for ``folder``, or a MountError naming what is missing."""
     from dosfs import Container
+    from dosfs.container.errors import DosfsError
 
     path = Path(os.path.abspath(folder))
     if not path.exists():
@@ -203,7 +209,7 @@ def mount(
     foreground form is the daemon itself: prepare(), then dosfs.daemon.serve.)"""
     debug = debug or opts.debug
     prepare(container, opts)
-    check_fuse()
+    check_fuse(load=False)
     mp = check_mountpoint(mountpoint)
     check_log_file(log_file)
     container_id = ""

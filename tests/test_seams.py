@@ -38,13 +38,31 @@ def test_the_mount_module_imports_without_pyfuse3() -> None:
         "            raise ImportError(f'No module named {name!r} (blocked)')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from dosfs import mount\n"
-        "try:\n"
-        "    mount.check_fuse()\n"
-        "except mount.MountError as exc:\n"
-        "    print(exc)\n"
+        "for load in (True, False):\n"
+        "    try:\n"
+        "        mount.check_fuse(load=load)\n"
+        "    except mount.MountError as exc:\n"
+        "        print(exc)\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "dosfs[mount]" in result.stdout and "libfuse3-dev" in result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all("dosfs[mount]" in x and "libfuse3-dev" in x for x in lines)
+
+
+def test_the_mount_command_imports_neither_the_engine_nor_fuse() -> None:
+    # `dosfs mount` only checks and starts the daemon: every import is mount start (issue 19)
+    result = run_python(
+        "import sys\n"
+        "import dosfs, dosfs.cli, dosfs.mount\n"
+        "dosfs.mount.check_fuse(load=False)\n"
+        "print(sorted(m for m in ('dosfs.container', 'dosfs.remote', 'pyfuse3', 'trio')\n"
+        "             if m in sys.modules))\n"
+        "from dosfs import Container, CorruptObject\n"
+        "print(Container.__module__, CorruptObject.__module__)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[]", "dosfs.container.container dosfs.container.errors"]
 
 
 def _imports(path: Path, lazy: bool = False) -> set[str]:

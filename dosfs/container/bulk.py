@@ -3,8 +3,9 @@
 Bulk reads take keys in rounds, each key once however many rounds there are, and resolve each
 round with `Resolver.resolve_many` (one short read transaction, rows grouped by pack in offset
 order). Each pack is then read in large sequential windows (up to WINDOW bytes, bridging gaps up
-to GAP) and the small objects are sliced out of the window; objects larger than a window get
-their own pinned reader. Then the loose ones, then whatever was packed meanwhile, then the
+to the source's `bulk_gap`) and the small objects are sliced out of the window; objects larger
+than a window get their own pinned reader. The source is told every window first (a remote one
+fetches them ahead of the reads). Then the loose ones, then whatever was packed meanwhile, then the
 missing ones.
 
 Listing merges, shard by shard, the loose names of the shard (listed first) with the packed keys
@@ -41,10 +42,6 @@ from dosfs.container.resolve import Resolver
 KEYS_PER_ROUND = 100_000
 #: largest single pread of a pack window
 WINDOW = 8 * 1024 * 1024
-#: unreferenced bytes between two objects that are still read through rather than skipped
-GAP = 256 * 1024
-#: windows announced ahead to the pack source (PackSource.will_read)
-LOOKAHEAD = 16
 
 Payload = bytes | ObjectReader | None
 #: packed objects come with their raw index row (meta is built only if someone asks)
@@ -118,9 +115,10 @@ def iter_objects(
             yield [(h, None, missing_meta()) for h in missing + invalid]
 
 
-def _windows(group: list[FullRow]) -> list[tuple[int, int, int, int]]:
+def _windows(group: list[FullRow], gap: int) -> list[tuple[int, int, int, int]]:
     """How a pack's objects (sorted by offset) are read: (i, j, start, end) reads group[i:j] as
-    one window [start, end); an object longer than WINDOW is a window of its own."""
+    one window [start, end), reading through gaps up to `gap`; an object longer than WINDOW is
+    a window of its own."""
     out = []
     i = 0
     n = len(group)
@@ -132,7 +130,7 @@ def _windows(group: list[FullRow]) -> list[tuple[int, int, int, int]]:
             while j < n:
                 r = group[j]
                 o_end = r[F_OFFSET] + r[F_LENGTH]
-                if r[F_LENGTH] > WINDOW or o_end - start > WINDOW or r[F_OFFSET] - end > GAP:
+                if r[F_LENGTH] > WINDOW or o_end - start > WINDOW or r[F_OFFSET] - end > gap:
                     break
                 if o_end > end:
                     end = o_end
@@ -146,10 +144,23 @@ def _read_group(
     resolver: Resolver, source: PackSource, group: list[FullRow], hash_type: str
 ) -> Iterator[list[Item]]:
     """Objects of one pack, sorted by offset, read in big windows: one batch per window. The
-    source is told which windows come next (a remote one fetches them meanwhile)."""
-    windows = _windows(group)
-    for k, (i, j, start, end) in enumerate(windows):
-        source.will_read([(s, e) for _i, _j, s, e in windows[k + 1 : k + 1 + LOOKAHEAD]])
+    source is told every window first (a remote one fetches them ahead of the reads)."""
+    windows = _windows(group, source.bulk_gap)
+    source.will_read([(s, e) for _i, _j, s, e in windows])
+    try:
+        yield from _read_windows(resolver, source, group, windows, hash_type)
+    finally:
+        source.will_read([])  # over (or abandoned): nothing more is fetched for it
+
+
+def _read_windows(
+    resolver: Resolver,
+    source: PackSource,
+    group: list[FullRow],
+    windows: list[tuple[int, int, int, int]],
+    hash_type: str,
+) -> Iterator[list[Item]]:
+    for i, j, start, end in windows:
         row = group[i]
         if row[F_LENGTH] > WINDOW:
             h = row[F_HASHKEY]

@@ -57,6 +57,10 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+#: PinnedFile.bulk_gap: bulk reads of local packs read through gaps up to this
+LOCAL_GAP = 256 * 1024
+
+
 class Unavailable(OSError):
     """The bytes could not be had in time (a server refused, failed or did not answer):
     EIO, and no statement about the object itself."""
@@ -127,8 +131,16 @@ class PackSource(Protocol):
         ...
 
     def will_read(self, ranges: list[tuple[int, int]]) -> None:
-        """Hint: [start, end) ranges that will be read soon, in this order (a remote source
-        fetches them meanwhile, within a bound; a local one ignores it)."""
+        """Hint: the [start, end) ranges a bulk read will read, all of them, in this order (a
+        remote source fetches them ahead of the reads, within a bound; a local one ignores
+        it)."""
+        ...
+
+    @property
+    def bulk_gap(self) -> int:
+        """The most unwanted bytes between two objects that a bulk read reads through rather
+        than skipping: a local file reads them from the page cache almost for free, a remote
+        source downloads each one."""
         ...
 
 
@@ -155,6 +167,8 @@ class PinnedFile:
 
     #: a local file: reads never wait on the network
     blocking = False
+    #: reading through a gap is cheaper than another pread, up to this
+    bulk_gap = LOCAL_GAP
 
     def __init__(self, fd: int, identity: tuple[int, int], path: str, opened_size: int) -> None:
         self.fd = fd

@@ -19,8 +19,13 @@ MIN_INTERVAL = 1.0
 
 
 def _load() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None. libc.so.6 first: find_library runs `ldconfig -p` in a
+    child process, on the daemon's way to answering its mount."""
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        try:
+            fn = ctypes.CDLL("libc.so.6").malloc_trim
+        except OSError:  # pragma: no cover - another libc name
+            fn = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
     except (OSError, AttributeError):  # pragma: no cover - not glibc (musl, macOS)
         return None
     fn.argtypes = [ctypes.c_size_t]

@@ -172,9 +172,10 @@ class ExtentCache:
         finally:
             os.close(fd)
 
-    def put(self, key: str, start: int, data: bytes) -> bool:
+    def put(self, key: str, start: int, data: bytes, direct: bool = True) -> bool:
         """Keep bytes [start, start + len(data)) of `key`; False (nothing kept) when they
-        overlap an extent already cached."""
+        overlap an extent already cached. Not `direct`: written through the page cache (they
+        are read back soon)."""
         name = self.name(key)
         end = start + len(data)
         if not data or self.covered(key, start, end):
@@ -182,7 +183,7 @@ class ExtentCache:
         if self.folder is not None:
             tmp = f"{self.folder}/.tmp{os.urandom(8).hex()}"
             try:
-                self._write(tmp, data)
+                self._write(tmp, data, direct)
                 os.replace(tmp, self._path(name, start, end))
             except BaseException:
                 _unlink(tmp)
@@ -207,12 +208,12 @@ class ExtentCache:
             return True
         return i + 1 < len(starts) and starts[i + 1] < end
 
-    def _write(self, path: str, data: bytes) -> None:
+    def _write(self, path: str, data: bytes, direct: bool = True) -> None:
         """Write an extent file. With O_DIRECT where the filesystem has it: the bytes go to
         the disk without a copy into the page cache (on a small machine that copy, and the
         kernel's accounting of those pages, cost as much CPU as hashing them; the mount's
         readers have them in its own page cache anyway)."""
-        if self._direct and len(data) <= PIECE:
+        if direct and self._direct and len(data) <= PIECE:
             buf = getattr(self._local, "buf", None)
             if buf is None:
                 buf = self._local.buf = mmap.mmap(-1, PIECE)  # page-aligned, reused per thread

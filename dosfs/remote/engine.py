@@ -25,9 +25,9 @@ from dosfs.container.errors import ModificationNotAllowed
 from dosfs.container.meta import ObjectMeta
 from dosfs.engine import ObjectReaderLike, StagedObjectLike, VerifierLike
 from dosfs.remote.cache import ExtentCache
+from dosfs.remote.fetch import FetchPool
 from dosfs.remote.generation import OpenGeneration
 from dosfs.remote.layout import Generation, read_head
-from dosfs.remote.packstore import FetchPool
 from dosfs.remote.url import RemoteError, make_store, parse_url
 
 log = logging.getLogger("dosfs.remote")

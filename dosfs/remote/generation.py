@@ -21,8 +21,9 @@ from obstore.store import S3Store
 
 from dosfs.container import Container
 from dosfs.remote.cache import ExtentCache
+from dosfs.remote.fetch import FetchPool
 from dosfs.remote.layout import Generation, remote_error
-from dosfs.remote.packstore import FetchPool, RemotePackStore
+from dosfs.remote.packstore import RemotePackStore
 from dosfs.remote.tableindex import TableIndex
 from dosfs.remote.url import RemoteError, RemoteURL
 

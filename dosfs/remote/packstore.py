@@ -25,47 +25,31 @@ finds it in flight).
 from __future__ import annotations
 
 import errno
-import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-import obstore
 from obstore.store import S3Store
 
 from dosfs.container.packstore import WouldBlock, current_deadline, is_local_only
-from dosfs.remote.cache import PIECE, ExtentCache
-from dosfs.remote.layout import Generation, Segment, remote_error
+from dosfs.remote.cache import ExtentCache
+from dosfs.remote.fetch import FetchPool
+from dosfs.remote.layout import Generation, Segment
 from dosfs.remote.url import RemoteIOError, RemoteURL
 
-log = logging.getLogger("dosfs.remote")
-
-#: a miss fetches the bytes asked for rounded out to this: random 1-64 KiB objects fetched
-#: 1.11x their bytes with 4 KiB, 1.45x with 16 KiB, 2.5x with 64 KiB (docs/benchmarks.md)
-MISS_ALIGN = 4 * 1024
 #: read-ahead of a sequential reader: from MIN_AHEAD, as long as its run, up to MAX_AHEAD
 MIN_AHEAD = 1024 * 1024
 MAX_AHEAD = 64 * 1024 * 1024
-#: the most one read-ahead GET asks for
-SPAN = 8 * 1024 * 1024
-#: GETs in flight for readers' misses, and for read-ahead
-FETCHERS = 4
-AHEAD_FETCHERS = 3
-#: a bulk read's announced windows (will_read): GETs in flight, at most BULK_SPAN each, at most
-#: BULK_BUDGET announced and unread (1,000 random small objects 10 ms away: 1.4 s -> 1.07 s)
-BULK_FETCHERS, BULK_SPAN, BULK_BUDGET = 8, 1024 * 1024, 32 * 1024 * 1024
 #: a read starting this close to where a stream stopped continues it
 NEAR = 4 * 1024 * 1024
 #: streams remembered per open pack
 STREAMS = 16
 #: bytes ahead of a sequential reader that the kernel is asked to read from the cache disk
 ADVISE_AHEAD = 8 * 1024 * 1024
-#: stream pieces handed over by the client while a GET runs
-CHUNK = 256 * 1024
 
 
 class _Stream:
@@ -84,6 +68,11 @@ class _Stream:
 class RemotePackSource:
     #: reads may wait on the server (see dosfs.container.packstore, "Blocking")
     blocking = True
+    @property
+    def bulk_gap(self) -> int:
+        """A bulk read reads through (and downloads) gaps up to this between the objects it
+        wants (remote/fetch.py: wider when the server is near)."""
+        return self._store.pool.bulk_plan()[0]
 
     def __init__(self, store: RemotePackStore, pack_id: int, segments: list[Segment]) -> None:
         self._store = store
@@ -93,6 +82,10 @@ class RemotePackSource:
         self.identity: Hashable = tuple(s.key for s in segments)
         self._streams: OrderedDict[tuple[int, int], _Stream] = OrderedDict()
         self._lock = threading.Lock()
+        #: a bulk read's plan (will_read): ranges not started yet, and started but not reached
+        self._plan: deque[tuple[int, int]] = deque()
+        self._started: deque[tuple[int, int]] = deque()
+        self._ahead = 0
 
     def size(self) -> int:
         return self._size
@@ -138,6 +131,8 @@ class RemotePackSource:
         if size == 0:
             return b""
         store = self._store
+        if self._started or self._plan:
+            self._pace(offset)
         ahead = self._advance(offset, offset + size, stop)
         if ahead is not None:  # first: a read off the loop (WouldBlock) must not lose it
             for seg, lo, hi in self._map(*ahead):
@@ -149,14 +144,36 @@ class RemotePackSource:
         return b"".join(store.collect(plan) for plan in plans)
 
     def will_read(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the ranges a bulk read announces, in order, at most the store's read-ahead
-        bound in all (what is cached or in flight is not fetched again)."""
-        budget = min(self._store.max_ahead, BULK_BUDGET)
-        for lo, hi in ranges:
-            if budget <= 0:
-                break
-            hi = min(hi, lo + budget, self._size)
-            budget -= hi - lo
+        """A bulk read's plan: every range it will read, in order. They are fetched ahead of
+        the reader (on the bulk fetchers), at most the pool's budget (and the store's
+        read-ahead bound) started and not yet reached; each read moves the reader on
+        (`_pace`). What is cached or in flight is not fetched again."""
+        with self._lock:
+            self._plan = deque(ranges)
+            self._started.clear()
+            self._ahead = 0
+        self._pace(-1)
+
+    def _pace(self, pos: int) -> None:
+        """The reader reads at `pos`: the ranges it reached no longer count as ahead, and more
+        of the plan starts while less than the budget is ahead."""
+        budget = min(self._store.max_ahead, self._store.pool.bulk_plan()[1])
+        starts = []
+        with self._lock:
+            started = self._started
+            while started and started[0][0] <= pos:
+                lo, hi = started.popleft()
+                self._ahead -= hi - lo
+            plan = self._plan
+            while plan and self._ahead < budget:
+                lo, hi = plan.popleft()
+                if hi <= pos:
+                    continue
+                hi = min(hi, lo + budget, self._size)
+                started.append((lo, hi))
+                self._ahead += hi - lo
+                starts.append((lo, hi))
+        for lo, hi in starts:
             for seg, s_lo, s_hi in self._map(lo, hi):
                 self._store.pool.prefetch(seg, s_lo, s_hi, bulk=True)
 
@@ -269,15 +286,16 @@ class RemotePackStore:
         raise RemoteIOError(errno.EIO, f"{self.url}: {plan.seg.key}: no bytes after 3 tries")
 
     def _collect(self, plan: Plan, when: float) -> bytes | None:
-        out = []
+        out: list[bytes | memoryview] = []
         pos = plan.lo
         key = plan.seg.key
         for start, end, future in plan.parts:
             hi = min(end, plan.hi)
             if future is None:
-                data = self.cache.read(key, start, pos, hi)
-                if data is None:
+                cached = self.cache.read(key, start, pos, hi)
+                if cached is None:
                     return None
+                out.append(cached)
             else:
                 try:
                     piece = future.result(timeout=max(0.0, when - time.monotonic()))
@@ -285,216 +303,11 @@ class RemotePackStore:
                     self.pool.abandon(plan.seg, future)
                     raise _Late(errno.EIO, f"{self.url}: no answer within {self.timeout:g} s"
                                 ) from None
-                data = piece[pos - start : hi - start]
-            out.append(data)
+                whole = hi - pos == len(piece)  # else a view: one copy, by the join below
+                out.append(piece if whole else memoryview(piece)[pos - start : hi - start])
             pos = hi
         return b"".join(out)
 
 
 class _Late(RemoteIOError):
     """The deadline passed (never retried)."""
-
-
-class FetchPool:
-    """Fetches in flight, each byte at most once at a time: a fetch is a GET of a range,
-    streamed piece by piece (pieces end at multiples of PIECE, one cache extent each); each
-    piece's waiters are woken as soon as its bytes are in."""
-
-    def __init__(self, store: S3Store, url: RemoteURL, cache: ExtentCache) -> None:
-        self.store = store
-        self.url = url
-        self.cache = cache
-        self.requests = 0
-        self.bytes_fetched = 0
-        self._lock = threading.Lock()
-        #: segment key -> start -> (end, future) of the pieces being fetched
-        self._inflight: dict[str, dict[int, tuple[int, Future[bytes]]]] = {}
-        self._misses: ThreadPoolExecutor | None = None
-        self._ahead: ThreadPoolExecutor | None = None
-        self._bulk: ThreadPoolExecutor | None = None
-        self._warned = False
-        self._advised: OrderedDict[tuple[str, int], None] = OrderedDict()
-
-    def _sources(self, seg: Segment, lo: int, hi: int, cached: bool = True
-                 ) -> list[tuple[int, int, Future[bytes] | None]]:
-        """Cached extents (unless not `cached`) and pieces in flight overlapping [lo, hi), by
-        start (lock held)."""
-        found: list[tuple[int, int, Future[bytes] | None]] = [
-            (s, e, None) for s, e in self.cache.covered(seg.key, lo, hi)] if cached else []
-        for s, (e, future) in self._inflight.get(seg.key, {}).items():
-            if s < hi and e > lo:
-                found.append((s, e, future))
-        found.sort(key=lambda x: (x[0], -x[1]))
-        return found
-
-    @staticmethod
-    def _gaps(sources: list[tuple[int, int, Future[bytes] | None]], lo: int, hi: int
-              ) -> list[tuple[int, int]]:
-        gaps = []
-        pos = lo
-        for s, e, _f in sources:
-            if s > pos:
-                gaps.append((pos, min(s, hi)))
-            pos = max(pos, e)
-            if pos >= hi:
-                break
-        if pos < hi:
-            gaps.append((pos, hi))
-        return [g for g in gaps if g[0] < g[1]]
-
-    def cover(self, seg: Segment, lo: int, hi: int, cached: bool = True
-              ) -> list[tuple[int, int, Future[bytes] | None]]:
-        """Parts (start, end, future or None for cached) covering [lo, hi) in order; what is
-        neither cached nor in flight is fetched now, rounded out to MISS_ALIGN."""
-        a = lo // MISS_ALIGN * MISS_ALIGN
-        b = min(-(-hi // MISS_ALIGN) * MISS_ALIGN, seg.length)
-        with self._lock:
-            sources = self._sources(seg, a, b, cached)
-            gaps = [g for g in self._gaps(sources, a, b) if g[0] < hi and g[1] > lo]
-            for g_lo, g_hi in gaps:
-                sources.extend(self._start(seg, g_lo, g_hi, ahead=False))
-        parts: list[tuple[int, int, Future[bytes] | None]] = []
-        pos = lo
-        while pos < hi:  # of the sources covering pos, the one reaching furthest
-            best: tuple[int, int, Future[bytes] | None] | None = None
-            for src in sources:
-                if src[0] <= pos < src[1] and (best is None or src[1] > best[1]):
-                    best = src
-            if best is None:  # pragma: no cover - every gap was fetched above
-                raise RemoteIOError(errno.EIO, f"{self.url}: {seg.key}: nothing covers {pos}")
-            parts.append(best)
-            pos = best[1]
-        return parts
-
-    def prefetch(self, seg: Segment, lo: int, hi: int, *, bulk: bool = False) -> None:
-        """Fetch what of [lo, hi) is neither cached nor in flight, in GETs of up to SPAN (on
-        the fetchers of a bulk read's announced windows with `bulk`, else read-ahead's)."""
-        with self._lock:
-            span = BULK_SPAN if bulk else SPAN
-            for g_lo, g_hi in self._gaps(self._sources(seg, lo, hi), lo, hi):
-                for s in range(g_lo, g_hi, span):
-                    self._start(seg, s, min(s + span, g_hi), ahead=True, bulk=bulk)
-
-    def _start(self, seg: Segment, lo: int, hi: int, *, ahead: bool, bulk: bool = False
-               ) -> list[tuple[int, int, Future[bytes] | None]]:
-        """One GET of [lo, hi), registered piece by piece (lock held)."""
-        pieces: list[tuple[int, int, Future[bytes] | None]] = []
-        flying = self._inflight.setdefault(seg.key, {})
-        s = lo
-        while s < hi:
-            e = min((s // PIECE + 1) * PIECE, hi)
-            future: Future[bytes] = Future()
-            flying[s] = (e, future)
-            pieces.append((s, e, future))
-            s = e
-        if bulk:
-            if self._bulk is None:
-                self._bulk = ThreadPoolExecutor(BULK_FETCHERS, thread_name_prefix="s3-bulk")
-            executor = self._bulk
-        elif ahead:
-            if self._ahead is None:
-                self._ahead = ThreadPoolExecutor(AHEAD_FETCHERS, thread_name_prefix="s3-ahead")
-            executor = self._ahead
-        else:
-            if self._misses is None:
-                self._misses = ThreadPoolExecutor(FETCHERS, thread_name_prefix="s3-fetch")
-            executor = self._misses
-        executor.submit(self._get, seg, [(s, e, f) for s, e, f in pieces if f is not None])
-        return pieces
-
-    def advise(self, seg: Segment, lo: int, hi: int) -> None:
-        """Ask the kernel to read the cached extents of [lo, hi) from the cache disk, each
-        once."""
-        for start, _end in self.cache.covered(seg.key, lo, hi):
-            key = (seg.key, start)
-            if key in self._advised:
-                continue
-            self._advised[key] = None
-            if len(self._advised) > 64:
-                self._advised.popitem(last=False)
-            self.cache.willneed(seg.key, start)
-
-    def _get(self, seg: Segment, pieces: list[tuple[int, int, Future[bytes]]]) -> None:
-        """One GET for `pieces` (contiguous), each delivered to its own future only."""
-        start, stop = pieces[0][0], pieces[-1][1]
-        with self._lock:
-            flying = self._inflight.get(seg.key, {})
-            live = any(flying.get(s) == (e, f) for s, e, f in pieces)
-        if not live:  # queued behind hung GETs, and every reader gave up on it: skip it
-            for _s, _e, future in pieces:
-                if not future.done():
-                    future.set_exception(RemoteIOError(errno.EIO, f"{self.url}: abandoned"))
-            return
-        i = 0
-        pending: list[memoryview] = []
-        have = 0
-        try:
-            try:
-                self.requests += 1
-                result = obstore.get(self.store, self.url.key(seg.key),
-                                     options={"range": (start, stop)})
-                for chunk in result.stream(min_chunk_size=CHUNK):
-                    view = memoryview(chunk)
-                    while view.nbytes and i < len(pieces):
-                        need = pieces[i][1] - pieces[i][0] - have
-                        pending.append(view[:need])
-                        have += min(need, view.nbytes)
-                        view = view[need:]
-                        if have == pieces[i][1] - pieces[i][0]:
-                            self._deliver(seg, pieces[i], b"".join(pending))
-                            pending, have = [], 0
-                            i += 1
-            except Exception as exc:
-                raise RemoteIOError(errno.EIO, str(remote_error(exc, self.url))) from exc
-            if i < len(pieces):
-                raise RemoteIOError(errno.EIO, f"{self.url}: {seg.key} is shorter than published")
-        except OSError as exc:
-            with self._lock:
-                for piece in pieces[i:]:
-                    self._forget(seg.key, piece)
-            for _s, _e, future in pieces[i:]:
-                if not future.done():
-                    future.set_exception(exc)
-
-    def _forget(self, key: str, piece: tuple[int, int, Future[bytes]]) -> None:
-        """Take a piece out of flight, if it is still this very piece (lock held)."""
-        flying = self._inflight.get(key)
-        if flying is not None and flying.get(piece[0]) == (piece[1], piece[2]):
-            del flying[piece[0]]
-            if not flying:
-                del self._inflight[key]
-
-    def abandon(self, seg: Segment, future: Future[bytes]) -> None:
-        """A reader gave up waiting for this piece (its GET hangs): later readers start a
-        fresh GET rather than wait for this one, which may hang long after the server is back
-        (its result, if it ever comes, still goes to the cache)."""
-        with self._lock:
-            flying = self._inflight.get(seg.key, {})
-            for start, (end, f) in list(flying.items()):
-                if f is future:
-                    self._forget(seg.key, (start, end, f))
-
-    def _deliver(self, seg: Segment, piece: tuple[int, int, Future[bytes]], data: bytes) -> None:
-        """Wake the piece's waiters first, then store it: it stays in flight (done) until the
-        cache has it, so nobody fetches it again meanwhile."""
-        with self._lock:
-            self.bytes_fetched += len(data)
-        future = piece[2]
-        if not future.done():
-            future.set_result(data)
-        try:
-            self.cache.put(seg.key, piece[0], data)
-        except OSError as exc:  # a full cache disk: serve the bytes, say it once
-            if not self._warned:
-                self._warned = True
-                log.warning("cache: cannot store fetched bytes (%s); reading from %s only",
-                            exc, self.url)
-        finally:
-            with self._lock:
-                self._forget(seg.key, piece)
-
-    def close(self) -> None:
-        for executor in (self._misses, self._ahead, self._bulk):
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
-        self._misses = self._ahead = self._bulk = None

@@ -9,6 +9,7 @@ import pytest
 
 from dosfs import Container, ObjectType
 from dosfs.container import bulk as bulk_mod
+from dosfs.container.packstore import PinnedFile
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_stream_valid_until_next_item(mixed) -> None:  # type: ignore[no-untyped
 
 def test_big_objects_and_windows(container: Container, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(bulk_mod, "WINDOW", 4096)
-    monkeypatch.setattr(bulk_mod, "GAP", 10)
+    monkeypatch.setattr(PinnedFile, "bulk_gap", 10)
     blobs = [os.urandom(n) for n in (10, 5000, 100, 3000, 2000, 9000)]
     keys = container.add_objects_to_pack(blobs)
     keys += container.add_objects_to_pack([b"z" * 20000], compress=True)
