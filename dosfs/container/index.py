@@ -97,9 +97,14 @@ os.register_at_fork(after_in_child=_after_fork)
 class Index(IndexOpening, IndexScans):
     """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
 
-    def __init__(self, path: str, cache_kib: int = 8192) -> None:
+    def __init__(self, path: str, cache_kib: int = 8192, mmap_kib: int = 0) -> None:
+        """`cache_kib`: SQLite page cache per reading thread. `mmap_kib`: how much of the file
+        read connections map (SQLite's mmap_size): lookups skip copying pages into the cache,
+        but the pages touched count in the process's RSS, so a server that must stay small
+        leaves it 0."""
         self.path = path
         self.cache_kib = cache_kib
+        self.mmap_kib = mmap_kib
         self._local = _ThreadState()
         self._gen = 0
         self._lock = threading.Lock()
