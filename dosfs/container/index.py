@@ -282,11 +282,11 @@ class Index(IndexOpening, IndexScans):
         """The subset of keys present in the index (chunked IN queries, or one scan of the
         hashkey index when the keys are a large part of the table)."""
         conn = conn or self.conn()
-        keys = list(dict.fromkeys(hashkeys))
         present: set[str] = set()
         rows_estimate = conn.execute("SELECT max(id) FROM db_object").fetchone()[0] or 0
         if rows_estimate == 0:
-            return present
+            return present  # (an empty index: not even the keys need a look)
+        keys = list(dict.fromkeys(hashkeys))
         if len(keys) >= SCAN_MIN_KEYS and (
             rows_estimate <= SCAN_MAX_ROWS and len(keys) * SCAN_RATIO >= rows_estimate
         ):
