@@ -272,7 +272,7 @@ class Container(ServerAPI, DiskObjectstorePaths):
         self, hashkeys: Iterable[str], skip_if_missing: bool = True
     ) -> Iterator[tuple[str, ObjectMeta]]:
         for batch in bulk.iter_objects(self.parts.resolver, hashkeys, skip_if_missing, False):
-            for h, _payload, info in batch:
+            for h, info in zip(batch.keys, batch.infos, strict=True):
                 yield h, bulk.as_meta(info)
 
     # -- listing and counting ------------------------------------------------------------------

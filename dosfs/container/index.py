@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -59,6 +60,8 @@ SCAN_RATIO = 3
 SCAN_MIN_KEYS = 2000
 SCAN_MAX_ROWS = 2_000_000
 _SERIALS = itertools.count(1)
+_key_of = operator.itemgetter(0)
+compress = itertools.compress
 #: connections inherited across a fork: never used again, and never closed either (closing a
 #: parent's SQLite connection in the child can disturb the parent's locks and WAL)
 _FORK_ORPHANS: list[sqlite3.Connection] = []
@@ -261,10 +264,10 @@ class Index(IndexOpening, IndexScans):
             if len(hashkeys) >= SCAN_MIN_KEYS and (
                 rows_estimate <= SCAN_MAX_ROWS and len(hashkeys) * SCAN_RATIO >= rows_estimate
             ):
-                wanted = set(hashkeys)
+                keep = set(hashkeys).__contains__
                 cursor = conn.execute(f"SELECT hashkey, {_ROW_COLS} FROM db_object")
                 while rows := cursor.fetchmany(4096):
-                    found += [r for r in rows if r[0] in wanted]
+                    found += compress(rows, map(keep, map(_key_of, rows)))
                 hashkeys = ()
             for start in range(0, len(hashkeys), IN_CHUNK):
                 chunk = hashkeys[start : start + IN_CHUNK]
