@@ -47,7 +47,8 @@ READY_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
 #: SQLite page cache per engine connection in the daemon (KiB). The daemon has one connection
 #: per thread (the loop + the workers); the OS page cache holds packs.idx anyway, and the
-#: daemon's memory must stay small (the engine's default suits batch jobs).
+#: daemon's memory must stay small (the engine's default suits batch jobs; for the same reason
+#: the daemon maps none of packs.idx: mapped pages would count in its RSS).
 DAEMON_SQLITE_CACHE_KIB = 1024
 #: Seconds between passive checkpoints of packs.idx by the daemon (other processes' commits
 #: would otherwise stay in packs.idx-wal while the daemon keeps its connections open).
@@ -171,7 +172,7 @@ def open_container(folder: Path) -> Container:
     path = Path(os.path.abspath(folder))
     if not path.exists():
         raise MountError(f"container {path} does not exist")
-    container = Container(path, index_cache_kib=DAEMON_SQLITE_CACHE_KIB)
+    container = Container(path, index_cache_kib=DAEMON_SQLITE_CACHE_KIB, index_mmap_kib=0)
     try:
         container.hash_length  # noqa: B018 - reads and validates config.json
         container.check_index()  # a damaged packs.idx would be EIO for every packed object

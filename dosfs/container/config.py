@@ -182,7 +182,8 @@ class Layout:
     def all_valid_hashkeys(self, hashkeys: list[str]) -> bool:
         """One regex over all keys at once (bulk calls validate thousands of keys)."""
         n = self.hash_length
-        if not all(type(h) is str and len(h) == n for h in hashkeys):
+        # (C loops: a generator over 10^5 keys cost a tenth of a bulk read's own work)
+        if set(map(type, hashkeys)) - {str} or set(map(len, hashkeys)) - {n}:
             return False
         try:
             joined = "".join(hashkeys).encode("ascii")

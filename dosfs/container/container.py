@@ -56,13 +56,17 @@ class Container(ServerAPI, DiskObjectstorePaths):
         index_cache_kib: int = 8192,
         pack_store: Callable[[Layout], PackStore] | None = None,
         index: Callable[[Layout], IndexAPI] | None = None,
+        index_mmap_kib: int = 256 * 1024,
     ) -> None:
         """`index_cache_kib`: SQLite page cache per reading thread; long-running services with
-        many threads (the FUSE daemon) want it small, batch jobs large. `pack_store`: makes
-        the source of pack bytes for this container's layout (default: its packs/ files), `index`
-        the index (default: its packs.idx; see index_contract.py)."""
+        many threads (the FUSE daemon) want it small, batch jobs large. `index_mmap_kib`: how
+        much of packs.idx reads map instead of copying pages (a lookup ~2 µs faster of ~10;
+        the pages read count in RSS: a server with an RSS budget passes 0). `pack_store`:
+        makes the source of pack bytes for this container's layout (default: its packs/
+        files), `index` the index (default: its packs.idx; see index_contract.py)."""
         self._folder = Path(folder).absolute()
         self._index_cache_kib = index_cache_kib
+        self._index_mmap_kib = index_mmap_kib
         self._pack_store = pack_store
         self._index_factory = index
         self._parts: Parts | None = None
@@ -79,7 +83,9 @@ class Container(ServerAPI, DiskObjectstorePaths):
                         store = self._pack_store(layout)
                     if self._index_factory is not None:
                         index = self._index_factory(layout)
-                self._parts = open_parts(self._folder, self._index_cache_kib, store, index)
+                self._parts = open_parts(
+                    self._folder, self._index_cache_kib, store, index, self._index_mmap_kib
+                )
             return self._parts
 
     @property
@@ -266,7 +272,7 @@ class Container(ServerAPI, DiskObjectstorePaths):
         self, hashkeys: Iterable[str], skip_if_missing: bool = True
     ) -> Iterator[tuple[str, ObjectMeta]]:
         for batch in bulk.iter_objects(self.parts.resolver, hashkeys, skip_if_missing, False):
-            for h, _payload, info in batch:
+            for h, info in zip(batch.keys, batch.infos, strict=True):
                 yield h, bulk.as_meta(info)
 
     # -- listing and counting ------------------------------------------------------------------

@@ -53,12 +53,18 @@ def create_schema(path: str) -> None:
         db.close()
 
 
-def connect(path: str, cache_kib: int = 8192, *, uri: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str, cache_kib: int = 8192, *, uri: bool = False, mmap_kib: int = 0
+) -> sqlite3.Connection:
+    """`mmap_kib`: map up to that much of the file instead of copying pages into the cache
+    (a random lookup then costs ~2 µs less; the mapped pages count in the process's RSS)."""
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=512, uri=uri
     )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    if mmap_kib:
+        conn.execute(f"PRAGMA mmap_size = {mmap_kib * 1024}")
     return conn
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -59,6 +60,8 @@ SCAN_RATIO = 3
 SCAN_MIN_KEYS = 2000
 SCAN_MAX_ROWS = 2_000_000
 _SERIALS = itertools.count(1)
+_key_of = operator.itemgetter(0)
+compress = itertools.compress
 #: connections inherited across a fork: never used again, and never closed either (closing a
 #: parent's SQLite connection in the child can disturb the parent's locks and WAL)
 _FORK_ORPHANS: list[sqlite3.Connection] = []
@@ -97,9 +100,14 @@ os.register_at_fork(after_in_child=_after_fork)
 class Index(IndexOpening, IndexScans):
     """Thread-safe access to packs.idx; cheap per-thread read connections, short transactions."""
 
-    def __init__(self, path: str, cache_kib: int = 8192) -> None:
+    def __init__(self, path: str, cache_kib: int = 8192, mmap_kib: int = 0) -> None:
+        """`cache_kib`: SQLite page cache per reading thread. `mmap_kib`: how much of the file
+        read connections map (SQLite's mmap_size): lookups skip copying pages into the cache,
+        but the pages touched count in the process's RSS, so a server that must stay small
+        leaves it 0."""
         self.path = path
         self.cache_kib = cache_kib
+        self.mmap_kib = mmap_kib
         self._local = _ThreadState()
         self._gen = 0
         self._lock = threading.Lock()
@@ -256,10 +264,10 @@ class Index(IndexOpening, IndexScans):
             if len(hashkeys) >= SCAN_MIN_KEYS and (
                 rows_estimate <= SCAN_MAX_ROWS and len(hashkeys) * SCAN_RATIO >= rows_estimate
             ):
-                wanted = set(hashkeys)
+                keep = set(hashkeys).__contains__
                 cursor = conn.execute(f"SELECT hashkey, {_ROW_COLS} FROM db_object")
                 while rows := cursor.fetchmany(4096):
-                    found += [r for r in rows if r[0] in wanted]
+                    found += compress(rows, map(keep, map(_key_of, rows)))
                 hashkeys = ()
             for start in range(0, len(hashkeys), IN_CHUNK):
                 chunk = hashkeys[start : start + IN_CHUNK]
@@ -277,11 +285,11 @@ class Index(IndexOpening, IndexScans):
         """The subset of keys present in the index (chunked IN queries, or one scan of the
         hashkey index when the keys are a large part of the table)."""
         conn = conn or self.conn()
-        keys = list(dict.fromkeys(hashkeys))
         present: set[str] = set()
         rows_estimate = conn.execute("SELECT max(id) FROM db_object").fetchone()[0] or 0
         if rows_estimate == 0:
-            return present
+            return present  # (an empty index: not even the keys need a look)
+        keys = list(dict.fromkeys(hashkeys))
         if len(keys) >= SCAN_MIN_KEYS and (
             rows_estimate <= SCAN_MAX_ROWS and len(keys) * SCAN_RATIO >= rows_estimate
         ):

@@ -43,6 +43,8 @@ class IndexOpening:
     path: str
     _checked: bool
     _read_only: bool | None
+    #: how much of packs.idx read connections map (0: none; see Index)
+    mmap_kib: int = 0
 
     @property
     def read_only(self) -> bool:
@@ -139,9 +141,10 @@ class IndexOpening:
         conn: sqlite3.Connection | None = None
         try:
             if self.read_only:
-                conn = connect(sqlite_uri(self.path, "mode=ro"), cache_kib, uri=True)
+                conn = connect(sqlite_uri(self.path, "mode=ro"), cache_kib, uri=True,
+                               mmap_kib=self.mmap_kib)
             else:
-                conn = connect(self.path, cache_kib)
+                conn = connect(self.path, cache_kib, mmap_kib=self.mmap_kib)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the -shm
             return conn, False
         except sqlite3.OperationalError as exc:

@@ -16,18 +16,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 import os
+import threading
 import zlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
 from typing import Any
 
 from dosfs.container import loose as _loose
 from dosfs.container.blocksums import MIN_SIZE as SUMS_MIN_SIZE
 from dosfs.container.blocksums import BlockSummer
 from dosfs.container.config import new_hasher
+from dosfs.container.db import write_transaction
 from dosfs.container.errors import InconsistentContent
+from dosfs.container.index_sql import SQL_INSERT
 from dosfs.container.meta import CompressMode
-from dosfs.container.packs import PackAppender
+from dosfs.container.packs import IOV_MAX, PackAppender
 from dosfs.container.parts import Parts
 from dosfs.container.progress import Callback, Progress
 from dosfs.container.restarts import MIN_SIZE, Points, RestartingCompressor, compress_whole
@@ -43,6 +49,33 @@ BATCH_ROWS = 200_000
 BATCH_BYTES = 1024 * 1024 * 1024
 #: loose keys handled per round of pack_all_loose (memory bound)
 LOOSE_ROUND = 20_000
+
+
+_hexdigest = operator.methodcaller("hexdigest")
+
+
+class _Background:
+    """One call on a thread of its own; `result()` waits and re-raises what it raised."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dosfs-fsync", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def worth_compressing(sample: bytes | memoryview) -> bool:
@@ -92,17 +125,29 @@ class PackSession:
         return app
 
     def commit(self) -> None:
-        """Make appended bytes durable, then publish their rows (one transaction)."""
+        """Make appended bytes durable, then publish their rows (one transaction).
+
+        The fsync runs on a helper thread while this one inserts the rows into the open
+        write transaction; COMMIT waits for it. Nothing is visible, nor durable, before the
+        COMMIT (a crash before it rolls the rows back), so the index still never points at
+        bytes that are not on disk; the two waits (the disk, SQLite's B-trees) overlap."""
         app = self.app
         if app is None or not self.rows:
             return
-        if self.fsync:
-            app.sync()
-        else:
-            app.flush()
-        # (rows stay in offset order: ids then follow offsets, which keeps disk-objectstore's
-        # validate, ordering by offset, happy about empty objects sharing an offset)
-        self.index.insert_rows(self.rows, self.conn)
+        app.flush()
+        syncing = _Background(app.sync_flushed) if self.fsync else None
+        conn = self.conn
+        try:
+            # (rows stay in offset order: ids then follow offsets, which keeps
+            # disk-objectstore's validate, ordering by offset, happy about empty objects
+            # sharing an offset)
+            with write_transaction(conn):
+                conn.executemany(SQL_INSERT, self.rows)
+                if syncing is not None:
+                    syncing.result()
+        finally:
+            if syncing is not None:
+                syncing.join()
         app.mark_committed()
         if self.restart_rows:
             self.parts.restarts.record(self.restart_rows)
@@ -186,6 +231,35 @@ class PackSession:
                 self.commit()
                 rows = self.rows
 
+    def write_plain(
+        self, keys: Sequence[str], contents: Sequence[bytes], progress: Progress
+    ) -> None:
+        """Uncompressed objects (distinct, not yet stored), in bulk: per run of up to IOV_MAX
+        objects, one writev and rows built by zip, with rollover and batch commits as in
+        write_many, and no Python step per object (it was most of a direct pack write)."""
+        n = len(keys)
+        i = 0
+        while i < n:
+            app = self.appender()  # a new pack once this one has reached its target
+            pos = app.tell()
+            chunk = contents[i : i + IOV_MAX]
+            sizes = list(map(len, chunk))
+            starts = list(accumulate(sizes, initial=pos))
+            # objects that start below the target go into this pack (it may end past it)
+            cut = bisect_left(starts, self.target, 1, len(chunk))
+            if cut < len(chunk):
+                chunk, sizes = chunk[:cut], sizes[:cut]
+            app.write_all(list(chunk))
+            pack_id = app.pack_id
+            self.rows.extend(
+                zip(keys[i : i + cut], repeat(0), sizes, starts, sizes, repeat(pack_id))
+            )
+            self.uncommitted_bytes += starts[cut] - pos
+            i += cut
+            progress.update(cut)
+            if len(self.rows) >= BATCH_ROWS or self.uncommitted_bytes >= BATCH_BYTES:
+                self.commit()
+
     def write_bytes(self, hashkey: str, content: bytes, compress: bool) -> None:
         app = self.appender()
         offset = app.tell()
@@ -252,12 +326,23 @@ def add_bytes_to_packs(
     """Hash all, skip known keys, append the rest in one buffered pass, one fsync per commit.
     Progress: objects, as disk-objectstore's 'Bulk storing'."""
     hash_fn = getattr(hashlib, parts.hash_type)
-    keys = [hash_fn(content).hexdigest() for content in contents]
+    keys = list(map(_hexdigest, map(hash_fn, contents)))
     if not keys:
         return keys
     known = parts.index.existing(keys)
 
     progress = Progress(callback)
+    if mode is CompressMode.NO:
+        # distinct keys in first-seen order, minus those stored already (same key, same bytes)
+        fresh = dict(zip(keys, contents, strict=True))
+        for hashkey in known:
+            fresh.pop(hashkey, None)
+        with parts.lock.hold("write objects to packs"), PackSession(parts, fsync=fsync) as session:
+            progress.init(len(keys), "Bulk storing")
+            session.write_plain(list(fresh), list(fresh.values()), progress)
+            progress.update(len(keys) - len(fresh))
+        progress.close()
+        return keys
 
     def todo() -> Iterator[tuple[str, bytes, bool]]:
         fixed = mode is CompressMode.YES

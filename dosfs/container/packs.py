@@ -21,6 +21,8 @@ from dosfs.container.packstore import list_pack_ids
 TMP_LOCK_PREFIX = ".dosfs-lock."
 #: appends are buffered into writes of this size
 WRITE_BUFFER = 8 * 1024 * 1024
+#: buffers per writev (Linux's limit)
+IOV_MAX = 1024
 
 
 def _lock_owner_text() -> bytes:
@@ -161,6 +163,24 @@ class PackAppender:
         if len(self._buf) >= WRITE_BUFFER:
             self.flush()
 
+    def write_all(self, buffers: list[bytes]) -> None:
+        """Append many buffers (IOV_MAX per writev) without copying them into the write
+        buffer: bulk writes of small objects then cost no Python step per object."""
+        self.flush()
+        pending = buffers
+        while pending:
+            batch = pending[:IOV_MAX]
+            pending = pending[IOV_MAX:]
+            want = sum(map(len, batch))
+            done = os.writev(self.fd, batch) if want else 0
+            self._flushed += done
+            if done < want:  # a short write (rare): the rest of this batch goes first
+                k = 0
+                while done >= len(batch[k]):
+                    done -= len(batch[k])
+                    k += 1
+                pending = [bytes(memoryview(batch[k])[done:]), *batch[k + 1 :], *pending]
+
     def flush(self) -> None:
         if self._buf:
             view = memoryview(self._buf)
@@ -183,6 +203,12 @@ class PackAppender:
     def sync(self) -> None:
         """Flush and fsync: after this the bytes survive a crash (then commit the index)."""
         self.flush()
+        self.sync_flushed()
+
+    def sync_flushed(self) -> None:
+        """fsync what was flushed (and the packs folder for a new pack). Touches nothing but
+        the descriptor, so it may run on another thread while the caller prepares the
+        index rows (PackSession.commit), as long as nothing is written meanwhile."""
         os.fsync(self.fd)
         if self.created:
             fsync_dir(self.layout.packs)

@@ -52,12 +52,13 @@ def open_parts(
     index_cache_kib: int = 8192,
     store: PackStore | None = None,
     index: IndexAPI | None = None,
+    index_mmap_kib: int = 0,
 ) -> Parts:
     """Read config.json (NotInitialised unless `folder` is a container) and build the parts;
     `store` replaces the local pack files as the source of pack bytes, `index` packs.idx."""
     layout = Layout(folder, read_config(folder))
     if index is None:
-        index = Index(layout.index, index_cache_kib)
+        index = Index(layout.index, index_cache_kib, index_mmap_kib)
     packs = PackCache(store if store is not None else LocalPackStore(layout))
     restarts = RestartIndex(str(folder))
     return Parts(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from dosfs import Container, ObjectType
 from dosfs.container import bulk as bulk_mod
-from dosfs.container.packstore import PinnedFile
+from dosfs.container.packstore import LOCAL_GAP, PinnedFile
 
 
 @pytest.fixture
@@ -151,3 +152,20 @@ def test_counts_and_sizes(mixed, folder: Path) -> None:  # type: ignore[no-untyp
         (folder / "packs" / p).stat().st_size for p in os.listdir(folder / "packs")
     )
     assert total.total_size_packindexes_on_disk > 0
+
+
+def test_windows_per_window_match_the_walk() -> None:
+    """The bisecting window plan equals the row-by-row one on random layouts (gaps, big
+    objects, empty objects, objects just at the window size)."""
+    rng = random.Random(5)
+    for _ in range(300):
+        gap = rng.choice([LOCAL_GAP, 128 * 1024, 10])
+        offsets, ends, pos = [], [], 0
+        for _k in range(rng.randrange(1, 60)):
+            pos += rng.choice([0, 0, 1, 7, gap, gap + 1, 5 * gap])
+            length = rng.choice([0, 1, 100, bulk_mod.WINDOW // 3, bulk_mod.WINDOW,
+                                 bulk_mod.WINDOW + 1])
+            offsets.append(pos)
+            ends.append(pos + length)
+            pos += length
+        assert bulk_mod._windows(offsets, ends, gap) == bulk_mod._windows_walk(offsets, ends, gap)

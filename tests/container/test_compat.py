@@ -200,3 +200,29 @@ def test_empty_objects_in_packs_validate_on_both_sides(tmp_path: Path, compress:
     assert d.get_objects_content(keys) == {k: c.get_object_content(k) for k in keys}
     d.close()
     c.close()
+
+
+def test_bulk_plain_writes_read_and_validate_in_disk_objectstore(tmp_path: Path) -> None:
+    """add_objects_to_pack's bulk path (a writev per 1024 objects, rows built by zip): more
+    objects than one writev takes, packs rolling over inside a writev's run, keys already
+    stored and keys repeated in the call; disk-objectstore reads and validates the result."""
+    rng = random.Random(7)
+    blobs = [rng.randbytes(rng.randrange(0, 200)) for _ in range(3000)]
+    folder = tmp_path / "c"
+    c = Container(folder)
+    c.init_container(pack_size_target=64 * 1024)
+    first = c.add_objects_to_pack(blobs[:500])
+    keys = c.add_objects_to_pack(blobs + blobs[:10])
+    c.close()
+    assert keys[:500] == first
+    d = DosContainer(folder)
+    try:
+        assert d.get_objects_content(keys) == dict(zip(keys, blobs + blobs[:10], strict=True))
+        assert d.validate().is_valid()
+        assert d.count_objects().packed == len(set(keys))
+        packs = sorted(int(p.name) for p in (folder / "packs").iterdir() if p.name.isdigit())
+        assert len(packs) > 3
+        for p in packs[:-1]:  # each pack passes its target by less than one object
+            assert 64 * 1024 <= (folder / "packs" / str(p)).stat().st_size < 64 * 1024 + 200
+    finally:
+        d.close()
