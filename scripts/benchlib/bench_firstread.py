@@ -80,7 +80,8 @@ def bench_firstread(ctx: Ctx) -> list[Figure]:
         h = built[kind]
         runs: dict[str, list[float]] = {"d": [], "m": []}
         peak = {"d": 0.0, "m": 0.0}
-        for r in range(max(5, ctx.repeats)):  # cold 1 GiB reads vary a lot here
+        # cold 1 GiB reads vary a lot here: 5 runs at least; a smoke run's tiny objects 3
+        for r in range(max(ctx.repeats, 5 if size >= 512 * MIB else 3)):
             for side in (("d", "m") if r % 2 else ("m", "d")):
                 point = base / f"mp-{side}"
                 if nosums and side == "d":

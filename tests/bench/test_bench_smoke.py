@@ -28,6 +28,8 @@ MOUNT = ["mount.read_loose_first", "mount.read_loose_again", "mount.read_packed_
          "mount.read_packed_again", "mount.read_compressed_first", "mount.read_compressed_again",
          "mount.verify_first", "mount.cat_small", "mount.stat", "mount.ls", "mount.cp_incoming",
          "mount.daemon_rss"]
+FIRST = ["first.loose", "first.packed", "first.loose_hog", "first.packed_hog",
+         "first.packed_nosums"]
 DAEMON = ["daemon.rss", "daemon.lookup", "daemon.lookup_miss"]
 META = ["meta.stat", "meta.open_read_close", "meta.open_read_close_flush", "meta.ls_small",
         "meta.ls_large", "meta.rss_large"]
@@ -69,7 +71,8 @@ def test_speed_ratio_direction() -> None:
 def test_selection_by_group_and_name() -> None:
     assert select(["api.get_single"]) == ["api.get_single"]
     assert select(["daemon"]) == DAEMON
-    assert select([]) == API + MOUNT + DAEMON + META + BACKUP + VIEWS
+    assert select([]) == API + MOUNT + FIRST + DAEMON + META + BACKUP + VIEWS
+    assert select(["first"]) == FIRST
     assert select(["views"]) == VIEWS
     assert select(["aiida"]) == ["aiida.maintain_full"]  # only on request: not in select([])
     with pytest.raises(SystemExit):
@@ -89,7 +92,7 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     no_aiida = aiida_missing()
     names = [] if reason is None else ["api", "backup"]
     if reason is None and no_aiida:
-        names = ["api", "mount", "daemon", "meta", "backup"]
+        names = ["api", "mount", "first", "daemon", "meta", "backup"]
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [str(ROOT / "scripts" / "bench"), "--quick", "--scale", "0.02", "--no-drop-caches",
@@ -99,7 +102,7 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     doc = json.loads(out.read_text())
-    expected = API + BACKUP if reason else API + MOUNT + DAEMON + META + BACKUP
+    expected = API + BACKUP if reason else API + MOUNT + FIRST + DAEMON + META + BACKUP
     if not reason and not no_aiida:
         expected = expected + VIEWS
     assert list(doc["figures"]) == expected

@@ -67,13 +67,14 @@ def _read_all_with_disk_objectstore(folder: Path) -> set[str]:
 
 @pytest.fixture
 def aiida(aiida_python: Path, tmp_path: Path) -> Aiida:
-    check = ("import sys, sqlite_utils; from importlib.metadata import version; "
+    check = ("import sys, sqlite_utils, xxhash; from importlib.metadata import version; "
              "sys.exit(tuple(map(int, version('click').split('.')[:2])) >= (8, 3))")
     probe = subprocess.run([str(aiida_python), "-c", check], capture_output=True)
-    if probe.returncode != 0:  # dosfs's one runtime dependency that AiiDA does not bring;
+    if probe.returncode != 0:  # dosfs's runtime dependencies that AiiDA does not bring;
         # AiiDA pins click < 8.3, and sqlite-utils 4 wants click >= 8.3
         subprocess.run([str(aiida_python), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", "sqlite-utils>=3.35,<4", "click<8.3"],
+                        "--disable-pip-version-check", "sqlite-utils>=3.35,<4", "click<8.3",
+                        "xxhash>=3.0"],
                        check=True, timeout=600)
     home = tmp_path / "aiida"
     home.mkdir()
