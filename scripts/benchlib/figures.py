@@ -125,20 +125,20 @@ def bench_api_reads(ctx: Ctx) -> list[Figure]:
             "api.get_single", "get_object_content of one packed object", "µs/call",
             side(dosfs_name(), res["dosfs.single"], "get_single", s.single_gets),
             side(DOS, res["dos.single"], "get_single", s.single_gets),
-            target=10, target_text="≥ 10×", params={"calls": s.single_gets,
+            target=20, target_text="≥ 20×", params={"calls": s.single_gets,
                                                     "objects_in_container": n_unique}))
     if ctx.want("api.get_bulk"):
         figs.append(Figure(
             "api.get_bulk", "get_objects_content of every small packed object, one call", "s",
             side(dosfs_name(), res["dosfs.bulk"], "get_bulk", 1),
             side(DOS, res["dos.bulk"], "get_bulk", 1),
-            target=2, target_text="≥ 2×", params={"objects": n_unique}))
+            target=5, target_text="≥ 5×", params={"objects": n_unique}))
     if ctx.want("api.stream_bulk"):
         figs.append(Figure(
             "api.stream_bulk", "get_objects_stream_and_meta of every small packed object", "s",
             side(dosfs_name(), res["dosfs.stream"], "stream_bulk", 1),
             side(DOS, res["dos.stream"], "stream_bulk", 1),
-            target=2, target_text="≥ 2×", params={"objects": n_unique}))
+            target=5, target_text="≥ 5×", params={"objects": n_unique}))
     return figs
 
 
@@ -151,7 +151,7 @@ def bench_api_pack_write(ctx: Ctx) -> list[Figure]:
     return [Figure(
         "api.pack_write", "add_objects_to_pack of small objects (0-1000 B), fresh container", "s",
         side(dosfs_name(), res["dosfs"], "pack_write", 1), side(DOS, res["dos"], "pack_write", 1),
-        target=2, target_text="≥ 2×", params={"objects": s.small_objects})]
+        target=5, target_text="≥ 5×", params={"objects": s.small_objects})]
 
 
 def bench_api_loose(ctx: Ctx) -> list[Figure]:
