@@ -33,8 +33,9 @@ T = TypeVar("T")
 
 #: bytes hashed in the loop itself; more go to a worker (sha256 runs at ~1 GB/s here)
 INLINE_HASH = 64 * 1024
-#: threads that may wait on the network (each holds one read until its deadline at most)
-NETWORK_WORKERS = 8
+#: threads that may wait on the network (each holds one read until its deadline at most): as
+#: many as the remote store's miss fetchers, so parallel readers' misses overlap
+NETWORK_WORKERS = 16
 
 
 def _local(reader: ObjectReaderLike, offset: int, size: int) -> bytes:
